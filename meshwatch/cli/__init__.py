@@ -1,0 +1,1 @@
+"""The `meshwatch` command line: one module per command group, registered in `main`."""

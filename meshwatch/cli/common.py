@@ -1,0 +1,37 @@
+"""Helpers shared by CLI commands: settings loading and operator-facing errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from meshwatch.settings import ConfigError, Settings, load_settings
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (also MESHWATCH_CONFIG). See README 'Configuration'.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error for the operator and exit without a traceback."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config, overrides)
+    except ConfigError as exc:
+        fail(str(exc))

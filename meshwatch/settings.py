@@ -1,0 +1,330 @@
+"""Settings: the one module that reads the environment and the config file.
+
+Sources, lowest to highest precedence: defaults, the YAML config file (``--config`` or
+``MESHWATCH_CONFIG``), environment variables ``MESHWATCH_<SECTION>__<KEY>`` (e.g.
+``MESHWATCH_STORE__URL``), then explicit overrides from the command line. Unknown keys and bad
+values fail at start-up with a message naming the key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "MESHWATCH_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator (names the key)."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` or ``"250ms"``.
+
+    >>> parse_duration("15m"), parse_duration(2.5), parse_duration("1d")
+    (900.0, 2.5, 86400.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 2h, 1d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+FORMAT_NAMES = ("auto", "envoy-text", "envoy-json", "otlp-log", "otlp-json", "otlp-proto",
+                "ztunnel")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreSettings(_Section):
+    """Where events, windows and alerts are kept."""
+
+    path: Path = Field(Path("meshwatch-data"), description="Embedded (chdb) data directory.")
+    url: str | None = Field(
+        None, description="ClickHouse server URL (http[s]://host:8123); overrides `path`."
+    )
+    user: str = "default"
+    password: str = Field("", repr=False)
+    database: str = Field("meshwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    verify_tls: bool = True
+    store_events: bool = Field(True, description="Keep raw edge events (subject to retention).")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: {
+            "edge_events": 7, "edge_windows": 90, "dead_letters": 30, "alerts": 365,
+        },
+        description="TTL per table in days.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: dict[str, int]) -> dict[str, int]:
+        known = {"edge_events", "edge_windows", "dead_letters", "alerts"}
+        for table, days in value.items():
+            if table not in known:
+                raise ValueError(f"unknown table {table!r} (known: {', '.join(sorted(known))})")
+            if days < 1:
+                raise ValueError(f"{table}: retention must be at least 1 day")
+        return value
+
+
+class TopicSettings(_Section):
+    """How to read one Kafka topic."""
+
+    format: str = "auto"
+    format_string: str | None = Field(
+        None, description="Envoy access-log format string for envoy-text topics with a custom format."
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        if value not in FORMAT_NAMES:
+            raise ValueError(f"unknown format {value!r} (known: {', '.join(FORMAT_NAMES)})")
+        return value
+
+
+class KafkaSettings(_Section):
+    """The Kafka consumer group meshwatch runs in."""
+
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
+    group_id: str = "meshwatch"
+    topics: dict[str, TopicSettings] = Field(
+        default_factory=lambda: {
+            "envoy.access": TopicSettings(format="envoy-json"),
+            "otlp_spans": TopicSettings(format="otlp-proto"),
+        }
+    )
+    max_poll_records: int = Field(5000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout: Duration = 10.0
+    max_poll_interval: Duration = 300.0
+    commit_interval: Duration = Field(5.0, description="Flush-then-commit at most this often.")
+    dead_letter_topic: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(None, repr=False)
+    ssl_cafile: Path | None = None
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _topics_shorthand(cls, value: Any) -> Any:
+        # Accept `topic: envoy-json` as shorthand for `topic: {format: envoy-json}`.
+        if isinstance(value, dict):
+            return {k: ({"format": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+
+class GraphSettings(_Section):
+    """The per-edge window aggregator."""
+
+    window: Duration = Field(60.0, gt=0, description="Tumbling window length.")
+    allowed_lateness: Duration = Field(30.0, description="Event-time slack before a window closes.")
+    max_edges: int = Field(200_000, ge=1, description="Open edge windows kept in memory.")
+    call_dedup_ttl: Duration = Field(
+        120.0, gt=0, description="How long a call id is remembered to merge client/server records."
+    )
+    max_calls: int = Field(500_000, ge=1)
+
+
+class IdentitySettings(_Section):
+    """Identity resolution."""
+
+    trust_domain: str = "cluster.local"
+    cluster_domain: str = "cluster.local"
+    max_addresses: int = Field(100_000, ge=1)
+    address_ttl: Duration = Field(3600.0, gt=0)
+
+
+class SpanSettings(_Section):
+    """CLIENT/SERVER span pairing."""
+
+    pairing_ttl: Duration = Field(10.0, gt=0)
+    max_pending: int = Field(100_000, ge=1)
+
+
+class AlertSettings(_Section):
+    """How alerts are linked and where they go."""
+
+    public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the feed/API.")
+    runbook_base_url: str | None = Field(
+        None, description="External runbook base (company wiki); overrides the built-in pages."
+    )
+    max_evidence: int = Field(5, ge=1, le=50)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything meshwatch can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    spans: SpanSettings = Field(default_factory=SpanSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    detectors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Detector configuration (see detectors/config); validated by the detectors.",
+    )
+    detectors_file: Path | None = Field(
+        None, description="A YAML file with detector configuration, merged over `detectors`."
+    )
+
+    @model_validator(mode="after")
+    def _load_detectors_file(self) -> Settings:
+        if self.detectors_file is not None:
+            loaded = _read_yaml(self.detectors_file, what="detectors_file")
+            if "detectors" in loaded and isinstance(loaded["detectors"], dict):
+                loaded = loaded["detectors"]
+            merged = dict(self.detectors)
+            merged.update(loaded)
+            object.__setattr__(self, "detectors", merged)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (the merged file + CLI overrides) win over the environment.
+        return (init_settings, env_settings)
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: {path} must hold a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return f"invalid configuration ({source}):\n" + "\n".join(lines)
+
+
+def load_settings(
+    config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build `Settings` from file, environment and overrides, or raise `ConfigError`.
+
+    ``overrides`` is a nested dict, e.g. ``{"store": {"path": "/tmp/x"}}``; ``None`` values are
+    ignored so CLI options that were not given do not mask the file.
+
+    >>> load_settings(overrides={"graph": {"window": "2m"}}).graph.window
+    120.0
+    >>> load_settings(overrides={"graph": {"windw": 1}})
+    Traceback (most recent call last):
+    ...
+    meshwatch.settings.ConfigError: invalid configuration (overrides):
+      graph.windw: unknown key
+    """
+    if config_file is None:
+        config_file = os.environ.get(ENV_PREFIX + "CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    if config_file is not None:
+        data = _read_yaml(Path(config_file), what="config")
+        source = str(config_file)
+    if overrides:
+        data = _deep_merge(data, _drop_none(overrides))
+        if config_file is None:
+            source = "overrides"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def env_flag(name: str) -> str | None:
+    """Read a non-config environment knob (e.g. a test server URL); the one other env reader."""
+    return os.environ.get(name) or None

@@ -1,0 +1,174 @@
+"""Two ways to reach ClickHouse behind one small interface: embedded chdb or a server.
+
+Both speak the same SQL, bind parameters the same way (``{name:Type}`` server-side binding) and
+insert JSONEachRow bytes, so everything above this module is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import msgspec
+import pandas as pd
+
+_JSON_LINES = msgspec.json.Decoder()
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked; the message says what and where."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (locked directory, server down): retry later."""
+
+
+class Backend(Protocol):
+    """What the store needs from a ClickHouse connection."""
+
+    description: str
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    def query_rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        ...
+
+    def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame: ...
+
+    def insert_json_lines(self, table: str, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _decode_rows(raw: bytes) -> list[dict[str, Any]]:
+    return [_JSON_LINES.decode(line) for line in raw.splitlines() if line]
+
+
+class ChdbBackend:
+    """In-process ClickHouse on an on-disk directory.
+
+    chdb allows one process per directory, so the pipeline and the API share this object; a
+    lock serializes threads (the API's worker threads and the pipeline thread).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        from chdb import session
+
+        self.path = Path(path)
+        self.description = f"embedded ClickHouse at {self.path}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory {self.path}: {exc.strerror}") from None
+        if not self.path.is_dir():
+            raise StoreError(f"store path {self.path} is not a directory")
+        self._lock = threading.RLock()
+        try:
+            self._session = session.Session(str(self.path))
+        except Exception as exc:  # chdb raises a bare RuntimeError for a locked/corrupt dir
+            raise StoreUnavailable(
+                f"cannot open {self.description}: {exc}. Is another meshwatch process using "
+                "this directory? (embedded mode allows one process per store directory)"
+            ) from None
+
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> Any:
+        with self._lock:
+            try:
+                return self._session.query(sql, fmt, params=params or None)
+            except Exception as exc:
+                raise StoreError(f"{self.description}: {_first_line(exc)}") from None
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", params)
+
+    def query_rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return _decode_rows(self._run(sql, "JSONEachRow", params).bytes())
+
+    def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self._run(sql, "DataFrame", params)
+
+    def insert_json_lines(self, table: str, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            try:
+                with self._session.send_insert(f"INSERT INTO {table}", "JSONEachRow") as ins:
+                    ins.append(data)
+                    ins.finish()
+            except Exception as exc:
+                raise StoreError(f"{self.description}: insert into {table}: "
+                                 f"{_first_line(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._session.close()
+            except Exception:  # noqa: S110 - closing a broken session must not mask the cause
+                pass
+
+
+class ServerBackend:
+    """A ClickHouse server over HTTP(S) through clickhouse-connect."""
+
+    def __init__(self, url: str, user: str, password: str, verify_tls: bool = True) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        self._errors: tuple[type[BaseException], ...] = (ClickHouseError, OSError)
+        parsed = urlparse(url)
+        self.description = f"ClickHouse server {parsed.scheme}://{parsed.hostname}:{parsed.port}"
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parsed.hostname,
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=user,
+                password=password,
+                secure=parsed.scheme == "https",
+                verify=verify_tls,
+                connect_timeout=10,
+                send_receive_timeout=120,
+                settings={"date_time_input_format": "best_effort"},
+            )
+        except self._errors as exc:
+            raise StoreUnavailable(f"cannot connect to {self.description}: "
+                                   f"{_first_line(exc)}") from None
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as exc:
+            message = _first_line(exc)
+            kind = StoreUnavailable if _looks_unavailable(message) else StoreError
+            raise kind(f"{self.description}: {what}: {message}") from None
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._guard("command", self._client.command, sql, parameters=params or None)
+
+    def query_rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raw = self._guard("query", self._client.raw_query, sql, parameters=params or None,
+                          fmt="JSONEachRow")
+        return _decode_rows(raw)
+
+    def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self._guard("query", self._client.query_df, sql, parameters=params or None)
+
+    def insert_json_lines(self, table: str, data: bytes) -> None:
+        if data:
+            self._guard(f"insert into {table}", self._client.raw_insert, table,
+                        insert_block=data, fmt="JSONEachRow")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+def _looks_unavailable(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in ("connection", "timed out", "timeout", "refused",
+                                            "unreachable", "name or service"))
