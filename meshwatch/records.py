@@ -277,8 +277,5 @@ def parse_ts(value: str | datetime) -> datetime:
     >>> parse_ts("2020-11-25T21:26:18.409Z").isoformat()
     '2020-11-25T21:26:18.409000+00:00'
     """
-    if isinstance(value, datetime):
-        ts = value
-    else:
-        ts = datetime.fromisoformat(value.strip())
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(value.strip())
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)

@@ -108,7 +108,7 @@ class TopicSettings(_Section):
 
     format: str = "auto"
     format_string: str | None = Field(
-        None, description="Envoy access-log format string for envoy-text topics with a custom format."
+        None, description="Envoy format string for envoy-text topics with a custom format."
     )
 
     @field_validator("format")
@@ -153,7 +153,9 @@ class KafkaSettings(_Section):
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split_servers(cls, value: Any) -> Any:
-        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
 
 
 class GraphSettings(_Section):
@@ -215,7 +217,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     detectors: dict[str, Any] = Field(
         default_factory=dict,
-        description="Detector configuration (see detectors/config); validated by the detectors.",
+        description="Detector configuration (see detectors/config.py); validated at start-up.",
     )
     detectors_file: Path | None = Field(
         None, description="A YAML file with detector configuration, merged over `detectors`."

@@ -33,3 +33,12 @@ def shared_data() -> Path:
 def test_data() -> Path:
     """Small third-party samples copied into the repo (see tests/data/README.md)."""
     return TEST_DATA
+
+
+@pytest.fixture
+def kafka_broker(tmp_path):
+    """A fresh in-memory Kafka-protocol broker (Tansu) for one test."""
+    from tests.kafka_broker import tansu_broker
+
+    with tansu_broker(tmp_path) as broker:
+        yield broker

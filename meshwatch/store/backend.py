@@ -6,6 +6,7 @@ insert JSONEachRow bytes, so everything above this module is backend-agnostic.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,9 +75,10 @@ class ChdbBackend:
             ) from None
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> Any:
+        bound = {k: _chdb_param(v) for k, v in params.items()} if params else None
         with self._lock:
             try:
-                return self._session.query(sql, fmt, params=params or None)
+                return self._session.query(sql, fmt, params=bound)
             except Exception as exc:
                 raise StoreError(f"{self.description}: {_first_line(exc)}") from None
 
@@ -102,11 +104,9 @@ class ChdbBackend:
                                  f"{_first_line(exc)}") from None
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._session.close()
-            except Exception:  # noqa: S110 - closing a broken session must not mask the cause
-                pass
+        # Closing a broken session must not mask the error that broke it.
+        with self._lock, contextlib.suppress(Exception):
+            self._session.close()
 
 
 class ServerBackend:
@@ -161,6 +161,20 @@ class ServerBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _chdb_param(value: Any) -> Any:
+    """chdb takes parameter values as ClickHouse text; arrays need their literal form."""
+    if isinstance(value, list | tuple | set):
+        items = [_quote(v) if isinstance(v, str) else str(_chdb_param(v)) for v in value]
+        return "[" + ",".join(items) + "]"
+    if isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

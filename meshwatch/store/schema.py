@@ -19,10 +19,10 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 # Table -> (TTL column expression) used to apply configured retention.
 RETENTION_COLUMNS = {
-    "edge_events": "toDateTime(ts)",
-    "edge_windows": "window_start",
+    "edge_events": "ingested_at",
+    "edge_windows": "ingested_at",
     "dead_letters": "toDateTime(received_at)",
-    "alerts": "toDateTime(last_seen)",
+    "alerts": "updated_at",
 }
 
 

@@ -162,12 +162,38 @@ class Store:
         )
         return row_alert(rows[0]) if rows else None
 
-    def list_alerts(self, limit: int = 1000) -> list[Alert]:
+    def list_alerts(
+        self,
+        limit: int = 1000,
+        status: Sequence[str] | None = None,
+        severity: Sequence[str] | None = None,
+        detector: Sequence[str] | None = None,
+    ) -> list[Alert]:
+        """Alerts, newest activity first, optionally filtered (values are bound, not pasted)."""
+        where = []
+        params: dict[str, Any] = {"limit": limit}
+        for column, values in (("status", status), ("severity", severity),
+                               ("detector", detector)):
+            if values:
+                where.append(f"{column} IN {{{column}:Array(String)}}")
+                params[column] = list(values)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
         rows = self.query(
-            "SELECT * FROM {db}.alerts FINAL ORDER BY last_seen DESC, id LIMIT {limit:UInt32}",
-            {"limit": limit},
+            f"SELECT * FROM {{db}}.alerts FINAL {clause}"
+            "ORDER BY last_seen DESC, id LIMIT {limit:UInt32}",
+            params,
         )
         return [row_alert(r) for r in rows]
+
+    def alert_states(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Current status and labels of the given alerts (analyst-owned fields)."""
+        if not ids:
+            return {}
+        rows = self.query(
+            "SELECT id, status, labels FROM {db}.alerts FINAL WHERE id IN {ids:Array(String)}",
+            {"ids": list(ids)},
+        )
+        return {r["id"]: {"status": r["status"], "labels": r["labels"]} for r in rows}
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
 -- meshwatch schema v1. `{db}` is replaced by the configured database name.
+-- Retention TTLs count from when meshwatch received the data (ingested_at / updated_at), not
+-- from event time, so replaying last month's logs does not expire them on arrival.
 -- Every table has a deterministic key and a Replacing/Aggregating engine so that replaying
 -- records after a crash leaves no duplicates (query with FINAL or GROUP BY the key).
 
@@ -32,12 +34,13 @@ CREATE TABLE IF NOT EXISTS {db}.edge_events
     trace_id Nullable(String),
     edge_src String,
     edge_dst String,
-    record_origin String
+    record_origin String,
+    ingested_at DateTime('UTC') DEFAULT now()
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (ts, event_id)
-TTL toDateTime(ts) + INTERVAL 7 DAY;
+TTL ingested_at + INTERVAL 7 DAY;
 
 CREATE TABLE IF NOT EXISTS {db}.edge_windows
 (
@@ -77,12 +80,13 @@ CREATE TABLE IF NOT EXISTS {db}.edge_windows
     source_addresses Array(String),
     first_seen DateTime64(3, 'UTC'),
     last_seen DateTime64(3, 'UTC'),
-    min_cert_not_after Nullable(DateTime64(3, 'UTC'))
+    min_cert_not_after Nullable(DateTime64(3, 'UTC')),
+    ingested_at DateTime('UTC') DEFAULT now()
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (window_start, edge_src, edge_dst, part)
-TTL window_start + INTERVAL 90 DAY;
+TTL ingested_at + INTERVAL 90 DAY;
 
 -- First/last seen per edge and per node. min/max are idempotent, so replays cannot skew them.
 CREATE TABLE IF NOT EXISTS {db}.edges
@@ -153,12 +157,12 @@ CREATE TABLE IF NOT EXISTS {db}.alerts
     status LowCardinality(String),
     labels Map(String, String),
     assignee Nullable(String),
-    version UInt64
+    version UInt64,
+    updated_at DateTime('UTC') DEFAULT now()
 )
 ENGINE = ReplacingMergeTree(version)
-PARTITION BY toYYYYMM(first_seen)
 ORDER BY id
-TTL toDateTime(last_seen) + INTERVAL 365 DAY;
+TTL updated_at + INTERVAL 365 DAY;
 
 CREATE TABLE IF NOT EXISTS {db}.alert_actions
 (
@@ -185,7 +189,6 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters
     payload_size UInt64
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(received_at)
 ORDER BY (source, offset, dl_id)
 TTL toDateTime(received_at) + INTERVAL 30 DAY;
 

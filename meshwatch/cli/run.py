@@ -1,0 +1,298 @@
+"""`meshwatch run`: the pipeline, over files (embedded mode) or a Kafka consumer group."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from meshwatch.cli.common import ConfigOption, err_console, fail, settings_from
+from meshwatch.settings import FORMAT_NAMES, Settings
+
+BATCH_RECORDS = 5000
+CHECKPOINT_SECONDS = 5.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "run",
+        help=(
+            "Run the pipeline. With --input, process files to completion in embedded mode "
+            "(chdb store, no servers needed) and exit; without it, consume the configured "
+            "Kafka topics until SIGTERM/SIGINT.\n\n"
+            "Examples:\n\n"
+            "  meshwatch run --input access.log --alerts-out alerts.jsonl\n\n"
+            "  meshwatch run --input sim/envoy-json.log --store ./data --serve\n\n"
+            "  meshwatch run --config meshwatch.yaml        # Kafka collector"
+        ),
+    )(run)
+
+
+def run(
+    input_files: Annotated[
+        list[Path] | None,
+        typer.Option("--input", "-i", help="Input file(s); '-' for stdin. Repeatable.",
+                     show_default=False),
+    ] = None,
+    format_name: Annotated[
+        str, typer.Option("--format", "-f", help=f"Input format: {'|'.join(FORMAT_NAMES)}.")
+    ] = "auto",
+    format_string: Annotated[
+        str | None,
+        typer.Option("--format-string", help="Envoy format string for custom TEXT access logs."),
+    ] = None,
+    store_path: Annotated[
+        Path | None,
+        typer.Option("--store", help="Embedded ClickHouse directory [default: ./meshwatch-data]."),
+    ] = None,
+    alerts_out: Annotated[
+        Path | None, typer.Option("--alerts-out", help="Write alerts as JSON lines to this file.")
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep the alert feed API/UI up after processing.")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="API host for --serve.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port for --serve [default: 8080].")] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore the checkpoint in the store; start cold.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    settings = settings_from(config, {
+        "store": {"path": store_path},
+        "api": {"host": host, "port": port},
+    })
+    if format_name not in FORMAT_NAMES:
+        fail(f"unknown format {format_name!r} (known: {', '.join(FORMAT_NAMES)})")
+    if not input_files:
+        run_kafka(settings, alerts_out=alerts_out, serve=serve, quiet=quiet, fresh=fresh)
+        return
+    for path in input_files:
+        if str(path) != "-" and not path.is_file():
+            fail(f"input file not found: {path}")
+    summary = run_files(settings, input_files, format_name, format_string, alerts_out,
+                        fresh=fresh, quiet=quiet)
+    print_summary(summary, Console())
+    if serve:
+        serve_api(settings, summary["store"])
+
+
+def open_pipeline(settings: Settings, alerts_out: Path | None,
+                  format_options: dict[str, dict[str, Any]], scope: str) -> Any:
+    from meshwatch.pipeline import Pipeline
+    from meshwatch.store import Store, StoreError
+
+    try:
+        store = Store.open(settings.store)
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        return Pipeline(settings, store, alerts_out=alerts_out, format_options=format_options,
+                        checkpoint_scope=scope)
+    except Exception:
+        store.close()
+        raise
+
+
+def run_files(
+    settings: Settings,
+    paths: Sequence[Path],
+    format_name: str,
+    format_string: str | None,
+    alerts_out: Path | None,
+    fresh: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Process files to completion; returns the run summary (the store stays open)."""
+    from ingest.sources.files import read_records
+
+    from meshwatch.settings import ConfigError
+
+    options: dict[str, dict[str, Any]] = {}
+    if format_string:
+        options = {"envoy-text": {"format_string": format_string}}
+        if format_name == "auto":
+            format_name = "envoy-text"
+    try:
+        pipeline = open_pipeline(settings, alerts_out, options, scope="files")
+    except ConfigError as exc:
+        fail(str(exc))
+    if not fresh:
+        pipeline.restore()
+    started = time.monotonic()
+    total = sum(p.stat().st_size for p in paths if str(p) != "-")
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TextColumn("{task.fields[events]} events"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, disable=quiet, transient=False,
+    )
+    last_checkpoint = time.monotonic()
+    with progress:
+        task = progress.add_task("processing", total=total or None, events=0)
+        for path in paths:
+            try:
+                records = read_records(path, format_name)
+                for batch, size in _batches(records, BATCH_RECORDS):
+                    pipeline.process(batch)
+                    progress.update(task, advance=size, events=pipeline.stats.events)
+                    if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                        pipeline.checkpoint()
+                        last_checkpoint = time.monotonic()
+            except OSError as exc:
+                fail(f"cannot read {path}: {exc.strerror or exc}")
+        pipeline.finish()
+        pipeline.checkpoint()
+    elapsed = time.monotonic() - started
+    store = pipeline.store
+    edges = store.query("SELECT uniqExact(edge_src, edge_dst) AS n FROM {db}.edge_windows")
+    return {
+        "stats": pipeline.stats,
+        "elapsed": elapsed,
+        "edges_total": int(edges[0]["n"]),
+        "store": store,
+        "store_description": store.description,
+        "alerts_out": alerts_out,
+        "active_alerts": len(pipeline.alert_book.active()),
+    }
+
+
+def _batches(records: Iterator[Any], size: int) -> Iterator[tuple[list[Any], int]]:
+    batch: list[Any] = []
+    nbytes = 0
+    for record in records:
+        batch.append(record)
+        nbytes += len(record.payload) + 1
+        if len(batch) >= size:
+            yield batch, nbytes
+            batch, nbytes = [], 0
+    if batch:
+        yield batch, nbytes
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    stats = summary["stats"]
+    elapsed = summary["elapsed"]
+    table = Table(title="meshwatch run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rate = stats.records / elapsed if elapsed > 0 else 0.0
+    table.add_row("records", f"{stats.records:,} in {elapsed:.1f}s ({rate:,.0f}/s)")
+    table.add_row("edge events", f"{stats.events:,}")
+    table.add_row("edges (in store)", f"{summary['edges_total']:,}")
+    table.add_row("edge windows written", f"{stats.windows:,}")
+    failures = f"{stats.parse_failures:,}"
+    if stats.failures_by_reason:
+        top = ", ".join(f"{r} x{n}" for r, n in stats.failures_by_reason.most_common(3))
+        failures += f" (dead-lettered; {top})"
+    table.add_row("parse failures", failures)
+    opened = stats.alerts_opened
+    table.add_row("alerts opened", f"{sum(opened.values()):,}" + (
+        " (" + ", ".join(f"{d}: {n}" for d, n in sorted(opened.items())) + ")" if opened else ""))
+    table.add_row("store", summary["store_description"])
+    if summary.get("alerts_out"):
+        table.add_row("alerts file", str(summary["alerts_out"]))
+    console.print(table)
+
+
+def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: bool,
+              fresh: bool = False) -> None:
+    """Consume the configured topics until SIGTERM/SIGINT (flush, commit, exit 0)."""
+    import logging
+
+    from ingest.sources.kafka import KafkaSource, KafkaUnavailable
+    from meshwatch.settings import ConfigError
+    from meshwatch.worker import KafkaWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    options = {
+        t.format: {"format_string": t.format_string}
+        for t in settings.kafka.topics.values() if t.format_string
+    }
+    try:
+        scope = f"kafka:{settings.kafka.group_id}"
+        pipeline = open_pipeline(settings, alerts_out, options, scope=scope)
+        for fmt in {t.format for t in settings.kafka.topics.values()}:
+            pipeline._parser(fmt)  # build every parser now: a bad format string fails here
+    except ConfigError as exc:
+        fail(str(exc))
+    worker = KafkaWorker(pipeline, KafkaSource(settings.kafka),
+                         commit_interval=settings.kafka.commit_interval)
+    if not fresh:
+        worker.restore()
+    worker.install_signal_handlers()
+    server = _api_thread(settings, pipeline.store) if serve else None
+    topics = ", ".join(f"{k} ({v.format})" for k, v in settings.kafka.topics.items())
+    err_console.print(f"consuming {topics} from {', '.join(settings.kafka.bootstrap_servers)} "
+                      f"as group {settings.kafka.group_id!r}; Ctrl-C to stop")
+    last_report = [time.monotonic()]
+
+    def progress(w: KafkaWorker) -> None:
+        if quiet or time.monotonic() - last_report[0] < 10:
+            return
+        last_report[0] = time.monotonic()
+        s = w.pipeline.stats
+        state = " PAUSED (store unavailable)" if w.status.paused else ""
+        err_console.print(f"records {s.records:,}  events {s.events:,}  failures "
+                          f"{s.parse_failures:,}  alerts {sum(s.alerts_opened.values()):,}  "
+                          f"commits {w.status.commits}{state}")
+
+    worker.on_progress = progress
+    try:
+        worker.run()
+        edges = pipeline.store.query(
+            "SELECT uniqExact(edge_src, edge_dst) AS n FROM {db}.edge_windows")
+    except KafkaUnavailable as exc:
+        fail(str(exc))
+    finally:
+        if server is not None:
+            server.should_exit = True
+        pipeline.store.close()
+    print_summary({
+        "stats": pipeline.stats, "elapsed": time.monotonic() - worker.status.started,
+        "edges_total": int(edges[0]["n"]), "store_description": pipeline.store.description,
+        "alerts_out": alerts_out,
+    }, Console())
+
+
+def _api_thread(settings: Settings, store: Any) -> Any:
+    import threading
+
+    import uvicorn
+
+    from alerts.api import create_app
+
+    config = uvicorn.Config(create_app(store, settings), host=settings.api.host,
+                            port=settings.api.port, log_level="warning")
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    err_console.print(f"alert feed on http://{settings.api.host}:{settings.api.port}")
+    return server
+
+
+def serve_api(settings: Settings, store: Any) -> None:
+    """Serve the feed over an already-open store until interrupted."""
+    import uvicorn
+
+    from alerts.api import create_app
+
+    app = create_app(store, settings)
+    url = f"http://{settings.api.host}:{settings.api.port}"
+    err_console.print(f"serving the alert feed on {url} (Ctrl-C to stop)")
+    try:
+        uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
+    finally:
+        store.close()

@@ -1,0 +1,167 @@
+"""The Kafka worker loop: poll -> process -> (every commit interval) flush, save state, commit.
+
+Order matters and is the whole point: offsets are committed only after `Pipeline.checkpoint`
+returned, i.e. after every writer flushed and the processing state was saved. If the store is
+unavailable the worker pauses its partitions (backpressure: nothing more is consumed, nothing is
+committed), retries the flush with backoff and resumes when it succeeds. SIGTERM/SIGINT stop the
+loop cleanly: a last checkpoint and commit, then exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import TopicPartition
+
+from ingest.sources.kafka import KafkaSource, parse_offsets_key
+from meshwatch.pipeline import Pipeline
+from meshwatch.store import StoreError
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500
+
+
+@dataclass
+class WorkerStatus:
+    """Live counters for progress output and /metrics."""
+
+    started: float = field(default_factory=time.monotonic)
+    checkpoints: int = 0
+    commits: int = 0
+    store_failures: int = 0
+    paused: bool = False
+    last_error: str | None = None
+
+
+class KafkaWorker:
+    """Runs one pipeline over a Kafka consumer group until stopped."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: KafkaSource,
+        commit_interval: float = 5.0,
+        idle_advance_after: float | None = None,
+        on_progress: Callable[[KafkaWorker], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.commit_interval = commit_interval
+        window = pipeline.settings.graph.window + pipeline.settings.graph.allowed_lateness
+        self.idle_advance_after = idle_advance_after if idle_advance_after is not None else window
+        self.on_progress = on_progress
+        self.status = WorkerStatus()
+        self.stop_event = threading.Event()
+        self._resume: dict[TopicPartition, int] = {}
+        self._dirty = False
+        source.on_revoke = self._on_revoke
+        source.on_assign = self._on_assign
+
+    # -- rebalance callbacks (called from inside poll) ---------------------------------------
+
+    # kafka-python runs these on its IO thread: no blocking consumer calls in here.
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", partitions)
+        try:
+            self._checkpoint_and_commit(blocking=False)
+        except StoreError as exc:
+            # Not committing is safe: the new owner replays from the last commit.
+            log.error("could not checkpoint before losing partitions: %s", exc)
+        self.source.forget(partitions)
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """Resume where the checkpoint says, which is never behind the committed offset
+        (the checkpoint is written before every commit)."""
+        log.info("partitions assigned: %s", partitions)
+        seek = {tp: self._resume.pop(tp) for tp in partitions if tp in self._resume}
+        if seek:
+            self.source.seek(seek)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        restored = self.pipeline.restore()
+        saved = self.pipeline.store.load_checkpoint(self.pipeline.checkpoint_scope, "pipeline")
+        if saved is not None:
+            self._resume = {parse_offsets_key(k): v for k, v in saved[1].items()}
+        return restored
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("signal %s: stopping after a last checkpoint", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def run(self) -> None:
+        self.source.start()
+        last_checkpoint = time.monotonic()
+        last_record = time.monotonic()
+        backoff = 1.0
+        try:
+            while not self.stop_event.is_set():
+                records = self.source.poll(timeout_ms=IDLE_POLL_MS)
+                now = time.monotonic()
+                if records:
+                    self.pipeline.process(records)
+                    self._dirty = True
+                    last_record = now
+                elif now - last_record > self.idle_advance_after:
+                    # No traffic: let event time follow the wall clock so windows close.
+                    self.pipeline.advance_idle(now - last_record)
+                    last_record = now
+                    self._dirty = True
+                due = now - last_checkpoint >= (backoff if self.status.paused
+                                                else self.commit_interval)
+                if self._dirty and due:
+                    try:
+                        self._checkpoint_and_commit()
+                        backoff = 1.0
+                        if self.status.paused:
+                            self._resume_consuming()
+                    except StoreError as exc:
+                        self._pause_consuming(str(exc))
+                        backoff = min(backoff * 2, 60.0)
+                    last_checkpoint = time.monotonic()
+                if self.on_progress is not None:
+                    self.on_progress(self)
+        finally:
+            try:
+                # Open windows are not closed on shutdown: they are in the checkpoint and
+                # continue after a restart.
+                self._checkpoint_and_commit()
+            except StoreError as exc:
+                log.error("final checkpoint failed, offsets not committed: %s", exc)
+            self.source.close()
+
+    def _checkpoint_and_commit(self, blocking: bool = True) -> None:
+        offsets = {f"{tp.topic}:{tp.partition}": off for tp, off in self.source.positions.items()}
+        self.pipeline.checkpoint(offsets)
+        self.status.checkpoints += 1
+        self.source.commit(blocking=blocking)
+        self.status.commits += 1
+        self._dirty = False
+
+    def _pause_consuming(self, error: str) -> None:
+        self.status.store_failures += 1
+        self.status.last_error = error
+        if not self.status.paused and self.source.consumer is not None:
+            log.error("store unavailable, pausing consumption: %s", error)
+            self.source.consumer.pause(*self.source.consumer.assignment())
+            self.status.paused = True
+
+    def _resume_consuming(self) -> None:
+        if self.source.consumer is not None:
+            self.source.consumer.resume(*self.source.consumer.paused())
+        self.status.paused = False
+        self.status.last_error = None
+        log.info("store is back, consumption resumed")
