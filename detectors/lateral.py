@@ -13,7 +13,6 @@ from detectors.findings import (
     describe_destination,
     describe_source,
     destination_endpoint,
-    edge_entity,
     evidence,
     observed_at,
     source_endpoint,
@@ -85,7 +84,7 @@ class FirstSeenEdge(Detector):
     mitre: ClassVar[tuple[str, ...]] = ("TA0008", "T1021", "TA0007", "T1046")
     default_severity: ClassVar[Severity] = "medium"
     conformance_bounds: ClassVar[tuple[dict[str, Any], int]] = (
-        {"max_sources": 10, "max_destinations": 3}, 13)
+        {"max_sources": 10, "max_destinations": 3}, 23)
 
     def __init__(
         self,
@@ -121,6 +120,10 @@ class FirstSeenEdge(Detector):
     def _state(self) -> None:
         if not hasattr(self, "sources_"):
             self.sources_: BoundedMap[str, _Source] = BoundedMap(self.max_sources, self.state_ttl)
+            # When each identity (principal, namespace/workload) was first seen at either end of
+            # an edge: a service that has only ever been called is not new when it first calls.
+            self.identities_: BoundedMap[str, float] = BoundedMap(self.max_sources,
+                                                                 self.state_ttl)
             self.destinations_: BoundedMap[str, _Destination] = BoundedMap(
                 self.max_destinations, self.state_ttl
             )
@@ -130,7 +133,7 @@ class FirstSeenEdge(Detector):
     def learned_size(self) -> int:
         if not hasattr(self, "sources_"):
             return 0
-        return len(self.sources_) + len(self.destinations_)
+        return len(self.sources_) + len(self.destinations_) + len(self.identities_)
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -140,28 +143,62 @@ class FirstSeenEdge(Detector):
         if not src or not dst:
             return
         namespace = x.get("source_namespace") or x.get("src_namespace")
-        source = self.sources_.get(src)
-        if source is None:
-            source = _Source(first_seen=now, namespace=namespace)
-            if namespace:
-                self.namespace_sources_[namespace] = self.namespace_sources_.get(namespace, 0) + 1
-        self.sources_.put(src, source, now)
-        if dst not in source.destinations:
-            if len(source.destinations) >= self.max_destinations_per_source:
-                source.destinations.pop(next(iter(source.destinations)))
-                self.destination_overflow_ += 1
-            source.destinations[dst] = now
-            destination = self.destinations_.get(dst) or _Destination(first_seen=now)
-            if namespace:
-                destination.namespaces[namespace] = destination.namespaces.get(namespace, 0) + 1
-            for group in self._groups(x, src):
-                if len(destination.groups) < _MAX_GROUPS_PER_DESTINATION:
-                    destination.groups.add(group)
-            self.destinations_.put(dst, destination, now)
-        else:
-            destination = self.destinations_.get(dst)
-            if destination is not None:
-                self.destinations_.touch(dst, now)
+        aliases = self._source_identities(x, src)
+        for identity in (*aliases, *self._destination_identities(x)):
+            first = self.identities_.get(identity)
+            self.identities_.put(identity, now if first is None else min(first, now), now)
+        # The same caller may be keyed by its principal, its workload or its address depending
+        # on what each record knew; an edge is known when any of its names called dst.
+        peer = aliases[-1]
+        for alias in aliases:
+            source = self.sources_.get(alias)
+            if source is None:
+                source = _Source(first_seen=now, namespace=namespace)
+                if alias == peer and namespace:
+                    self.namespace_sources_[namespace] = (
+                        self.namespace_sources_.get(namespace, 0) + 1)
+            if dst not in source.destinations:
+                if len(source.destinations) >= self.max_destinations_per_source:
+                    source.destinations.pop(next(iter(source.destinations)))
+                    self.destination_overflow_ += 1
+                source.destinations[dst] = now
+            self.sources_.put(alias, source, now)
+        destination = self.destinations_.get(dst) or _Destination(first_seen=now)
+        if namespace and peer not in destination.groups:
+            destination.namespaces[namespace] = destination.namespaces.get(namespace, 0) + 1
+        for group in (peer, *self._groups(x, src)):
+            if len(destination.groups) < _MAX_GROUPS_PER_DESTINATION:
+                destination.groups.add(group)
+        self.destinations_.put(dst, destination, now)
+
+    @staticmethod
+    def _source_identities(x: Mapping[str, Any], src: str) -> list[str]:
+        ids = [src]
+        principal = x.get("source_principal") or x.get("src_principal")
+        if principal:
+            ids.append(principal)
+        workload = x.get("source_workload") or x.get("src_workload")
+        if workload:
+            ids.append(f"{x.get('source_namespace') or x.get('src_namespace') or '-'}/{workload}")
+        return ids
+
+    @staticmethod
+    def _destination_identities(x: Mapping[str, Any]) -> list[str]:
+        ids = []
+        principal = x.get("destination_principal") or x.get("dst_principal")
+        if principal:
+            ids.append(principal)
+        workload = x.get("destination_workload") or x.get("dst_workload")
+        if workload:
+            namespace = x.get("destination_namespace") or x.get("dst_namespace") or "-"
+            ids.append(f"{namespace}/{workload}")
+        return ids
+
+    def _age(self, x: Mapping[str, Any], src: str, now: float) -> float:
+        """How long this caller's identity has been known, at either end of any edge."""
+        seen = [self.identities_.get(i) for i in self._source_identities(x, src)]
+        known = [t for t in seen if t is not None]
+        return now - min(known) if known else 0.0
 
     def _groups(self, x: Mapping[str, Any], src: str) -> list[str]:
         groups = [src]
@@ -180,14 +217,15 @@ class FirstSeenEdge(Detector):
         if not hasattr(self, "sources_"):
             return 0.0
         src, dst, now = x.get("edge_src"), x.get("edge_dst"), _ts(x)
-        source = self.sources_.get(src) if src else None
-        if source is None or dst is None or now - source.first_seen < self.learning_period:
+        if not src or not dst or self._age(x, src, now) < self.learning_period:
             return 0.0
-        if dst in source.destinations:
+        aliases = self._source_identities(x, src)
+        known = [s for s in (self.sources_.get(a) for a in aliases) if s is not None]
+        if any(dst in s.destinations for s in known):
             return 0.0
-        return self._novelty(x, src, dst, source, now)
+        return self._novelty(x, src, dst, known[0] if known else None, now)
 
-    def _novelty(self, x: Mapping[str, Any], src: str, dst: str, source: _Source,
+    def _novelty(self, x: Mapping[str, Any], src: str, dst: str, source: _Source | None,
                  now: float) -> float:
         code = x.get("response_code")
         failed = code is not None and (code == 0 or code >= 400)
@@ -199,7 +237,8 @@ class FirstSeenEdge(Detector):
         if destination is not None:
             if any(g in destination.groups for g in self._groups(x, src)[1:]):
                 score *= 0.1  # a sibling/canary or the same identity already calls it
-            namespace = source.namespace
+            namespace = source.namespace if source is not None else (
+                x.get("source_namespace") or x.get("src_namespace"))
             peers = self.namespace_sources_.get(namespace, 0) if namespace else 0
             if peers > 1:
                 share = destination.namespaces.get(namespace, 0) / peers
@@ -215,18 +254,22 @@ class FirstSeenEdge(Detector):
         severity: Severity = "high" if denied or score >= 0.9 else self.default_severity
         outcome = f" and was denied ({code})" if denied else (
             f" (response {code})" if code is not None else "")
+        # One alert per source: a compromised workload's new edges are one story; each new
+        # edge adds to the count and the evidence instead of paging again. The workload name
+        # is the stable key (records name the same caller by principal or by workload).
         return Finding(
             detector=self.name,
-            entity=edge_entity(x),
+            entity=self._source_identities(x, str(x.get("edge_src")))[-1],
             ts=observed_at(x),
             score=score,
             severity=severity,
-            title=f"New edge {src} -> {dst}",
+            title=f"Unusual new edges from {src} (first: {dst})",
             summary=(
                 f"{src} called {dst} for the first time{outcome}, after its learning period. "
                 "Neither its sibling workloads nor most peers in its namespace call this "
                 "destination, so this is unusual for it: a compromised workload exploring the "
-                "mesh looks like this."
+                "mesh looks like this. Further new edges from this source add to this alert "
+                "(see count and evidence)."
             ),
             source=source_endpoint(x),
             destination=destination_endpoint(x),

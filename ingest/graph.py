@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Iterator
+from array import array
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,6 +38,10 @@ from meshwatch.records import EdgeEvent
 
 SKETCH_K = 50
 _MAX_SET = 16  # distinct TLS versions / principals / addresses kept per bucket
+# Latencies kept as float32 before a bucket gets a t-digest: a tdigest_float(50) reserves ~2.7 KB
+# of native buffers (invisible to tracemalloc), so quiet edges stay small (`meshwatch bench
+# store`). Feeding the same values later gives the very same sketch.
+_LATENCY_BUFFER = 128
 _RBAC_MARKERS = ("rbac_access_denied", "RBAC: access denied")
 _CONN_FAILURE_FLAGS = ("UF", "URX", "UH", "NR", "UO", "DC", "UT", "LR", "UC")
 
@@ -153,12 +158,14 @@ class _Bucket:
     first_seen: float = 0.0
     last_seen: float = 0.0
     min_cert_not_after: datetime | None = None
-    tls_versions: set[str] | None = None
-    plaintext_paths: set[str] | None = None
-    peer_principals: set[str] | None = None
-    source_addresses: set[str] | None = None
+    # Small capped tuples, not sets: a 1-item set costs 216 B, a 1-item tuple 48 B.
+    tls_versions: tuple[str, ...] | None = None
+    plaintext_paths: tuple[str, ...] | None = None
+    peer_principals: tuple[str, ...] | None = None
+    source_addresses: tuple[str, ...] | None = None
     sketch: tdigest_float | None = None
     latency_count: int = 0
+    latencies: array | None = None  # float32 values not yet in `sketch` (see _LATENCY_BUFFER)
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}
@@ -167,19 +174,34 @@ class _Bucket:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "latencies", None)  # absent from older checkpoints
         for name, value in state.items():
             if name == "sketch" and value is not None:
                 value = tdigest_float.deserialize(value)
             object.__setattr__(self, name, value)
 
 
-def _add_capped(values: set[str] | None, value: str) -> tuple[set[str], bool]:
+_CallSeen = tuple[tuple[float, str, str], int, str, bool | None]
+
+
+def _add_capped(values: Collection[str] | None, value: str) -> tuple[tuple[str, ...], bool]:
+    """Add ``value`` to a capped tuple (sets from older checkpoints become tuples)."""
     if values is None:
-        return {value}, True
+        return (value,), True
     if value in values or len(values) >= _MAX_SET:
-        return values, False
-    values.add(value)
-    return values, True
+        return values if isinstance(values, tuple) else tuple(values), False
+    return (*values, value), True
+
+
+def _latency_sketch(b: _Bucket) -> tdigest_float | None:
+    """The bucket's sketch with any buffered latencies fed in (same order, same sketch)."""
+    if b.latencies:
+        if b.sketch is None:
+            b.sketch = tdigest_float(SKETCH_K)
+        for value in b.latencies:
+            b.sketch.update(value)
+        b.latencies = None
+    return b.sketch
 
 
 @dataclass
@@ -234,10 +256,9 @@ class EdgeGraph:
         self.max_ts = float("-inf")
         # (window_start, src, dst) -> open bucket, in creation order (oldest first).
         self._open: dict[tuple[float, str, str], _Bucket] = {}
-        # call id -> (bucket key, reporter of the record that counted it, mtls it counted)
-        self._calls: BoundedMap[str, tuple[tuple[float, str, str], str, bool | None]] = (
-            BoundedMap(max_items=max_calls, ttl=call_dedup_ttl)
-        )
+        # call id -> (bucket key, bucket part, reporter that counted it, mtls it counted)
+        self._calls: BoundedMap[str, _CallSeen] = BoundedMap(max_items=max_calls,
+                                                              ttl=call_dedup_ttl)
         # (window_start, src, dst) -> last part written, so late/evicted data adds a new part.
         self._parts: BoundedMap[tuple[float, str, str], int] = BoundedMap(
             max_items=max(4 * max_edges, 1000), ttl=max(self.window * 4, 3600.0)
@@ -255,7 +276,7 @@ class EdgeGraph:
         call_id = event.request_id or event.trace_id
         if call_id is not None:
             seen = self._calls.get(call_id)
-            if seen is not None and seen[1] != event.reporter:
+            if seen is not None and seen[2] != event.reporter:
                 return self._merge_partner(call_id, seen, event)
         src, src_kind = source_node(event)
         dst, dst_kind = destination_node(event)
@@ -270,7 +291,7 @@ class EdgeGraph:
             notes.append(self._note("first", event, bucket))
         self._count(bucket, event, ts, notes)
         if call_id is not None:
-            self._calls.put(call_id, (key, event.reporter, event.mtls), ts)
+            self._calls.put(call_id, (key, bucket.part, event.reporter, event.mtls), ts)
         return Observation(src, dst, notes)
 
     def _new_bucket(self, key: tuple[float, str, str], src_kind: str, dst_kind: str,
@@ -330,9 +351,14 @@ class EdgeGraph:
         if e.bytes_received:
             b.bytes_received += e.bytes_received
         if e.duration_ms is not None:
-            if b.sketch is None:
-                b.sketch = tdigest_float(SKETCH_K)
-            b.sketch.update(float(e.duration_ms))
+            if b.sketch is not None:
+                b.sketch.update(float(e.duration_ms))
+            elif b.latencies is None:
+                b.latencies = array("f", (e.duration_ms,))
+            else:
+                b.latencies.append(e.duration_ms)
+                if len(b.latencies) >= _LATENCY_BUFFER:
+                    _latency_sketch(b)
             b.latency_count += 1
         self._count_security(b, e, notes)
 
@@ -363,15 +389,17 @@ class EdgeGraph:
             b.min_cert_not_after = not_after
             notes.append(self._note("cert", e, b))
 
-    def _merge_partner(self, call_id: str, seen: tuple[tuple[float, str, str], str, bool | None],
-                       event: EdgeEvent) -> Observation:
-        """The other side of an already-counted call: add only what the first side lacked."""
-        key, first_reporter, counted_mtls = seen
+    def _merge_partner(self, call_id: str, seen: _CallSeen, event: EdgeEvent) -> Observation:
+        """Another record of an already-counted call (the other side, or a retry attempt the
+        destination logged again): add only what the counted record lacked, once."""
+        key, part, first_reporter, counted_mtls = seen
         self.stats.merged_partner_records += 1
-        self._calls.put(call_id, (key, "both", counted_mtls), event.ts.timestamp())
+        upgraded = counted_mtls if counted_mtls is not None else event.mtls
+        self._calls.put(call_id, (key, part, "both", upgraded), event.ts.timestamp())
         bucket = self._open.get(key)
         notes: list[dict[str, Any]] = []
-        if bucket is None:  # the counted window already closed: nothing left to upgrade
+        if bucket is None or bucket.part != part:
+            # The window that counted the call closed: nothing left to upgrade there.
             return Observation(key[1], key[2], notes)
         if event.reporter == "destination" and first_reporter != "destination":
             if counted_mtls is None and event.mtls is not None:
@@ -476,7 +504,7 @@ class EdgeGraph:
 
 def window_dict(b: _Bucket, window_seconds: float) -> dict[str, Any]:
     """A closed window as a plain dict: store row and window-detector input in one."""
-    sketch = b.sketch
+    sketch = _latency_sketch(b)
     p50 = p95 = p99 = None
     sketch_b64 = ""
     if sketch is not None and not sketch.is_empty():

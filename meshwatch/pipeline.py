@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,16 +23,19 @@ import msgspec
 
 from alerts.export import AlertFileExport
 from alerts.lifecycle import AlertBook, AlertChange
+from alerts.notify import Notifier
 from alerts.persist import AlertWriter
 from alerts.runbooks import RunbookLinks
+from alerts.series import EdgeSeries
 from detectors.engine import DetectionEngine
 from ingest.graph import EdgeGraph
 from ingest.identity import IdentityResolver
 from ingest.parsers.base import Parser, make_parser
 from meshwatch.records import Alert, EdgeEvent, ParseFailure, RawRecord
-from meshwatch.settings import Settings
+from meshwatch.settings import ConfigError, Settings
 from meshwatch.store import Store
 from meshwatch.store.store import event_id
+from meshwatch.telemetry import get_telemetry, labels
 
 STATE_VERSION = 1
 # Formats with one record per line; a Kafka message may batch several newline-separated lines.
@@ -94,9 +98,12 @@ class Pipeline:
         alerts_out: Path | None = None,
         format_options: dict[str, dict[str, Any]] | None = None,
         checkpoint_scope: str = "files",
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        # Silences, routing and durable delivery of alert changes (alerts/notify.py).
+        self.notifier = notifier
         self.checkpoint_scope = checkpoint_scope
         self.format_options = format_options or {}
         self.parsers: dict[str, Parser] = {}
@@ -115,9 +122,14 @@ class Pipeline:
             max_calls=g.max_calls,
         )
         self.engine = DetectionEngine.from_config(settings.detectors)
+        a = settings.alerts
+        _check_quiet_periods(a.quiet_periods)
         self.alert_book = AlertBook(
-            RunbookLinks(settings.alerts.public_url, settings.alerts.runbook_base_url),
-            max_evidence=settings.alerts.max_evidence,
+            RunbookLinks(a.public_url, a.runbook_base_url),
+            max_evidence=a.max_evidence,
+            quiet_periods=a.quiet_periods,
+            default_quiet_period=a.quiet_period,
+            series=EdgeSeries(store, a.series_windows, g.window) if a.series_windows else None,
         )
         self.alert_writer = AlertWriter(store, self.alert_book)
         self.export = AlertFileExport(alerts_out) if alerts_out else None
@@ -127,6 +139,8 @@ class Pipeline:
         self._dead: list[ParseFailure] = []
         self._alert_changes: list[AlertChange] = []
         self._notes: list[dict[str, Any]] = []
+        self.telemetry = get_telemetry()
+        self.telemetry.watch("evictions", self.evictions)
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -163,19 +177,38 @@ class Pipeline:
 
     def process(self, records: Iterable[RawRecord]) -> None:
         """Parse, resolve, aggregate and score one batch of raw records."""
-        for record in records:
-            self.stats.records += 1
-            origin = str(record.origin)
-            parser = self._parser(record.format)
-            index = 0
-            for line in split_lines(record.format, record.payload):
-                for item in parser.parse(line, record.origin):
-                    if isinstance(item, ParseFailure):
-                        self._dead_letter(item)
-                    else:
-                        self._on_event(item, event_id(origin, index), origin)
-                    index += 1
-        self._after_batch()
+        started = time.perf_counter()
+        consumed: Counter[tuple[str, str]] = Counter()
+        parsed: Counter[tuple[str, str]] = Counter()
+        failed_before = self.stats.parse_failures
+        with self.telemetry.tracer.start_as_current_span("meshwatch.batch") as span:
+            for record in records:
+                self.stats.records += 1
+                key = (record.origin.source, record.format)
+                consumed[key] += 1
+                events_before = self.stats.events
+                origin = str(record.origin)
+                parser = self._parser(record.format)
+                index = 0
+                for line in split_lines(record.format, record.payload):
+                    for item in parser.parse(line, record.origin):
+                        if isinstance(item, ParseFailure):
+                            self._dead_letter(item)
+                        else:
+                            self._on_event(item, event_id(origin, index), origin)
+                        index += 1
+                parsed[key] += self.stats.events - events_before
+            self._after_batch()
+            span.set_attribute("meshwatch.records", sum(consumed.values()))
+            span.set_attribute("meshwatch.parse_failures", self.stats.parse_failures
+                               - failed_before)
+        t = self.telemetry
+        for (topic, fmt), n in consumed.items():
+            t.records_consumed.add(n, {"topic": topic, "format": fmt})
+        for (topic, fmt), n in parsed.items():
+            if n:
+                t.records_parsed.add(n, {"topic": topic, "format": fmt})
+        t.batch_seconds.record(time.perf_counter() - started)
 
     def advance_idle(self, seconds: float) -> None:
         """No input for a while: move event time on by the wall-clock gap and close windows."""
@@ -187,7 +220,10 @@ class Pipeline:
     def _dead_letter(self, failure: ParseFailure) -> None:
         self._dead.append(failure)
         self.stats.parse_failures += 1
-        self.stats.failures_by_reason[failure.reason.split(":", 1)[0][:80]] += 1
+        reason = failure.reason.split(":", 1)[0][:80]
+        self.stats.failures_by_reason[reason] += 1
+        self.telemetry.parse_failures.add(1, {"topic": failure.origin.source,
+                                              "format": failure.format, "reason": reason})
 
     def _on_event(self, event: EdgeEvent, eid: str, origin: str) -> None:
         event = self.resolver.resolve(event)
@@ -240,6 +276,8 @@ class Pipeline:
             change = self.alert_book.apply(finding)
             if change.kind == "opened":
                 self.stats.alerts_opened[finding.detector] += 1
+                self.telemetry.alerts_raised.add(1, {"detector": finding.detector,
+                                                     "severity": finding.severity})
             self._alert_changes.append(change)
 
     def finish(self) -> None:
@@ -254,26 +292,49 @@ class Pipeline:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _timed(self, table: str, write: Any, rows: Any) -> None:
+        started = time.perf_counter()
+        write(rows)
+        self.telemetry.store_write_seconds.record(time.perf_counter() - started,
+                                                  {"table": table})
+
     def flush(self) -> list[Alert]:
-        """Write everything buffered to the store; returns the alerts written."""
+        """Write everything buffered to the store; returns the alerts written.
+
+        A buffer is cleared only after its write succeeded, so a store failure keeps the data
+        for the retry (the worker pauses consumption meanwhile).
+        """
         if self._events:
-            self.store.insert_events(self._events)
+            self._timed("edge_events", self.store.insert_events, self._events)
             self._events = []
         if self._windows:
-            self.store.insert_windows([_window_row(w) for w in self._windows])
+            self._timed("edge_windows", self.store.insert_windows,
+                        [_window_row(w) for w in self._windows])
             self._windows = []
         if self._dead:
-            self.store.insert_dead_letters(self._dead)
+            self._timed("dead_letters", self.store.insert_dead_letters, self._dead)
             self._dead = []
         written: list[Alert] = []
         if self._alert_changes:
-            written = self.alert_writer.write(self._alert_changes)
+            review = self.notifier.submit if self.notifier is not None else None
+            written = self.alert_writer.write(self._alert_changes, review=review)
             self._alert_changes = []
             if self.export is not None:
                 self.export.update(written)
         if self.export is not None:
             self.export.flush()
         return written
+
+    def evictions(self) -> dict[tuple[tuple[str, str], ...], float]:
+        """Eviction totals of every bounded map, for ``meshwatch_state_evictions_total``."""
+        out = {labels(map=f"graph_{k}"): float(v) for k, v in self.graph.evictions().items()}
+        for k, counts in self.resolver.evictions.items():
+            out[labels(map=f"identity_{k}")] = float(counts.total)
+        return out
+
+    def close(self) -> None:
+        """Stop reporting this pipeline's gauges (the store is closed by its owner)."""
+        self.telemetry.unwatch("evictions", self.evictions)
 
     def checkpoint(self, offsets: dict[str, int] | None = None) -> list[Alert]:
         """Flush writers, then persist processing state (with the offsets it corresponds to)."""
@@ -288,6 +349,18 @@ class Pipeline:
         self.store.save_checkpoint(self.checkpoint_scope, "pipeline",
                                    pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), offsets)
         return written
+
+
+def _check_quiet_periods(quiet_periods: dict[str, float]) -> None:
+    """Per-detector quiet periods must name a detector (a typo would silently do nothing)."""
+    import detectors.catalog  # noqa: F401 - registers the built-in detectors
+    from detectors.base import DETECTORS
+
+    known = set(DETECTORS.names()) | {"alertmanager"}
+    for name in quiet_periods:
+        if name not in known:
+            raise ConfigError(f"alerts.quiet_periods.{name}: unknown detector "
+                              f"(known: {', '.join(sorted(known))})")
 
 
 def _window_row(window: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ values fail at start-up with a message naming the key (`ConfigError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -186,14 +188,93 @@ class SpanSettings(_Section):
     max_pending: int = Field(100_000, ge=1)
 
 
+class DeliverySettings(_Section):
+    """How the outbox delivers notifications (see alerts/outbox.py)."""
+
+    timeout: Duration = Field(10.0, gt=0, description="Per-request time-out of a sink.")
+    retry_initial: Duration = Field(1.0, gt=0, description="First retry delay (then doubles).")
+    retry_max: Duration = Field(300.0, gt=0, description="Longest delay between retries.")
+    give_up_after: Duration = Field(
+        86400.0, gt=0, description="Move a notification to the failed list after this long."
+    )
+    drain_timeout: Duration = Field(
+        30.0, description="`meshwatch run --input`: wait this long for deliveries before exit."
+    )
+
+
 class AlertSettings(_Section):
-    """How alerts are linked and where they go."""
+    """How alerts are linked, resolved, routed and delivered.
+
+    ``routing`` (inline) or ``routing_file`` (a YAML file) holds the Alertmanager-shaped
+    routing tree and receivers documented in alerts/routing.py. Secret-bearing sink options
+    are written ``{secret: NAME}`` and resolved from ``secrets`` (set them through the
+    environment: ``MESHWATCH_ALERTS__SECRETS__NAME``), so the routing file holds no secrets.
+    """
 
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the feed/API.")
     runbook_base_url: str | None = Field(
         None, description="External runbook base (company wiki); overrides the built-in pages."
     )
     max_evidence: int = Field(5, ge=1, le=50)
+    series_windows: int = Field(
+        12, ge=0, le=1440,
+        description="Recent windows of the alert's edge stored as evidence (0: none).",
+    )
+    quiet_period: Duration = Field(
+        6 * 3600.0, gt=0, description="Resolve an alert after this long without a finding."
+    )
+    quiet_periods: dict[str, Duration] = Field(
+        default_factory=dict, description="Per-detector quiet period, e.g. {plaintext_edge: 1d}."
+    )
+    routing: dict[str, Any] | None = Field(
+        None, description="Routing tree and receivers (Alertmanager-shaped; alerts/routing.py)."
+    )
+    routing_file: Path | None = Field(None, description="YAML file with the routing tree.")
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Named secrets for sinks ({secret: NAME})."
+    )
+    deny_private_webhooks: bool = Field(
+        False, description="Refuse webhook targets in private/loopback/link-local ranges."
+    )
+    webhook_deny_networks: list[str] = Field(
+        default_factory=list, description="Extra CIDR ranges webhook targets may not be in."
+    )
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+
+    @field_validator("quiet_periods")
+    @classmethod
+    def _positive_quiet(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, seconds in value.items():
+            if seconds <= 0:
+                raise ValueError(f"{name}: quiet period must be positive")
+        return value
+
+    @field_validator("webhook_deny_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for i, item in enumerate(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"[{i}]: not a CIDR network: {item!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _load_routing_file(self) -> AlertSettings:
+        if self.routing_file is not None:
+            if self.routing is not None:
+                raise ValueError("set either routing or routing_file, not both")
+            loaded = _read_yaml(self.routing_file, what="alerts.routing_file")
+            object.__setattr__(self, "routing", loaded)
+        return self
+
+
+class TelemetrySettings(_Section):
+    """Self-telemetry: /metrics is always on; OTLP export is optional."""
+
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint (e.g. http://otel-collector:4318) for metrics "
+                          "and batch traces.")
 
 
 class ApiSettings(_Section):
@@ -215,6 +296,7 @@ class Settings(BaseSettings):
     spans: SpanSettings = Field(default_factory=SpanSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     detectors: dict[str, Any] = Field(
         default_factory=dict,
         description="Detector configuration (see detectors/config.py); validated at start-up.",

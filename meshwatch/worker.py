@@ -22,10 +22,12 @@ from kafka import TopicPartition
 from ingest.sources.kafka import KafkaSource, parse_offsets_key
 from meshwatch.pipeline import Pipeline
 from meshwatch.store import StoreError
+from meshwatch.telemetry import labels
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
+LAG_INTERVAL = 10.0
 
 
 @dataclass
@@ -61,6 +63,8 @@ class KafkaWorker:
         self.stop_event = threading.Event()
         self._resume: dict[TopicPartition, int] = {}
         self._dirty = False
+        self._lag: dict[tuple[tuple[str, str], ...], float] = {}
+        self._lag_checked = 0.0
         source.on_revoke = self._on_revoke
         source.on_assign = self._on_assign
 
@@ -103,6 +107,7 @@ class KafkaWorker:
         signal.signal(signal.SIGINT, stop)
 
     def run(self) -> None:
+        self.pipeline.telemetry.watch("lag", self.lag)
         self.source.start()
         last_checkpoint = time.monotonic()
         last_record = time.monotonic()
@@ -132,6 +137,8 @@ class KafkaWorker:
                         self._pause_consuming(str(exc))
                         backoff = min(backoff * 2, 60.0)
                     last_checkpoint = time.monotonic()
+                if now - self._lag_checked >= LAG_INTERVAL:
+                    self._refresh_lag()
                 if self.on_progress is not None:
                     self.on_progress(self)
         finally:
@@ -142,6 +149,22 @@ class KafkaWorker:
             except StoreError as exc:
                 log.error("final checkpoint failed, offsets not committed: %s", exc)
             self.source.close()
+            self.pipeline.telemetry.unwatch("lag", self.lag)
+
+    def _refresh_lag(self) -> None:
+        """Consumer lag per partition, read here on the loop thread (the consumer is not
+        thread-safe) and served to /metrics from this cache."""
+        self._lag_checked = time.monotonic()
+        try:
+            lag = self.source.lag()
+        except Exception as exc:  # lag is best-effort; consumption must go on
+            log.debug("lag unavailable: %s", exc)
+            return
+        self._lag = {labels(topic=k.rsplit(":", 1)[0], partition=k.rsplit(":", 1)[1]): float(v)
+                     for k, v in lag.items()}
+
+    def lag(self) -> dict[tuple[tuple[str, str], ...], float]:
+        return dict(self._lag)
 
     def _checkpoint_and_commit(self, blocking: bool = True) -> None:
         offsets = {f"{tp.topic}:{tp.partition}": off for tp, off in self.source.positions.items()}

@@ -6,7 +6,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from alerts.api import routes_alerts, routes_health, routes_runbooks
+from alerts.api import (
+    routes_alerts,
+    routes_deliveries,
+    routes_graph,
+    routes_health,
+    routes_integrations,
+    routes_metrics,
+    routes_runbooks,
+    routes_silences,
+)
 from meshwatch import __version__
 from meshwatch.settings import Settings
 from meshwatch.store import Store, StoreError
@@ -22,8 +31,13 @@ def create_app(store: Store, settings: Settings) -> FastAPI:
     app.state.store = store
     app.state.settings = settings
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.include_router(routes_alerts.router)
     app.include_router(routes_runbooks.router)
+    app.include_router(routes_graph.router)
+    app.include_router(routes_silences.router)
+    app.include_router(routes_deliveries.router)
+    app.include_router(routes_integrations.router)
 
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:

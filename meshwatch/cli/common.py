@@ -31,7 +31,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def settings_from(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings or exit with the config error; also starts telemetry as configured."""
+    from meshwatch.telemetry import get_telemetry
+
     try:
-        return load_settings(config, overrides)
+        settings = load_settings(config, overrides)
     except ConfigError as exc:
         fail(str(exc))
+    get_telemetry(settings.telemetry.otlp_endpoint)
+    return settings

@@ -22,7 +22,10 @@ app = typer.Typer(
 )
 
 # Modules under meshwatch.cli that define `register(app)`; order is the order in --help.
-COMMAND_MODULES = ["demo", "run", "parse", "simulate", "produce", "graph", "eval", "bench", "db"]
+COMMAND_MODULES = [
+    "demo", "run", "parse", "simulate", "produce", "graph", "eval", "bench", "silence", "token",
+    "db",
+]
 
 
 def _version(value: bool) -> None:

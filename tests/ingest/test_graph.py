@@ -140,3 +140,26 @@ def test_node_identity_precedence():
                      destination_service="api.example.com")
     assert source_node(anon) == ("8.8.4.4", "external")
     assert destination_node(anon) == ("api.example.com", "external")
+
+
+def test_retried_attempts_with_one_request_id_never_drive_counts_negative():
+    g = EdgeGraph(window=60, allowed_lateness=0)
+    g.add(outbound(1, 0))
+    for attempt in range(3):  # the destination logs each retry attempt with the same id
+        g.add(inbound(1, 0.1 + attempt))
+    (w,) = g.close_all()
+    assert w["requests"] == 1
+    assert (w["mtls_true"], w["mtls_false"], w["mtls_unknown"]) == (1, 0, 0)
+
+
+def test_partner_arriving_after_its_window_closed_does_not_touch_a_later_part():
+    g = EdgeGraph(window=60, allowed_lateness=0)
+    g.add(outbound(1, 10))
+    g.add(outbound(2, 70))  # closes window 0
+    windows = g.advance()
+    assert len(windows) == 1
+    g.add(outbound(3, 20))  # late: opens part 1 of window 0
+    g.add(inbound(1, 11))  # partner of call 1, counted in part 0 (closed)
+    windows += g.advance() + g.close_all()
+    assert all(w["mtls_unknown"] >= 0 for w in windows)
+    assert sum(w["requests"] for w in windows) == 3
