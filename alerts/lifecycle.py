@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from alerts.runbooks import RunbookLinks
 from meshwatch.bounded import BoundedMap
@@ -61,11 +61,14 @@ class AlertBook:
         quiet_periods: Mapping[str, float] | None = None,
         default_quiet_period: float = DEFAULT_QUIET_PERIOD,
         max_alerts: int = 100_000,
+        series: Callable[[Finding], dict[str, Any] | None] | None = None,
     ) -> None:
         self.runbooks = runbooks
         self.max_evidence = max_evidence
         self.quiet_periods = dict(quiet_periods or {})
         self.default_quiet_period = default_quiet_period
+        # Looks up the edge's recent windows for a new alert's evidence (alerts/series.py).
+        self.series = series
         self._active: BoundedMap[str, Alert] = BoundedMap(max_alerts, ttl=365 * 86400.0)
 
     def load(self, alerts: Iterable[Alert]) -> int:
@@ -87,6 +90,10 @@ class AlertBook:
         fp = finding.fingerprint
         current = self._active.get(fp)
         if current is None:
+            evidence = finding.evidence[: self.max_evidence]
+            recent = self.series(finding) if self.series is not None else None
+            if recent is not None:
+                evidence += (recent,)
             alert = Alert(
                 id=alert_id(fp, finding.ts),
                 fingerprint=fp,
@@ -102,7 +109,7 @@ class AlertBook:
                 score=finding.score,
                 mitre=finding.mitre,
                 runbook_url=self.runbooks.url(finding.detector),
-                evidence=finding.evidence[: self.max_evidence],
+                evidence=evidence,
                 status="open",
                 labels=dict(finding.labels),
             )
@@ -124,14 +131,17 @@ class AlertBook:
         self._active.put(fp, alert, alert.last_seen.timestamp())
         return AlertChange(kind, alert)
 
-    def set_status(self, fingerprint: str, status: str) -> None:
-        """Mirror an analyst's status change (acknowledge, suppress) into the active set."""
+    def set_status(self, fingerprint: str, status: str,
+                   labels: Mapping[str, str] | None = None) -> None:
+        """Mirror a status change (analyst, silence) and its labels into the active set."""
         current = self._active.get(fingerprint)
         if current is None:
             return
         if status in ACTIVE:
-            self._active.put(fingerprint, dataclasses.replace(current, status=status),  # type: ignore[arg-type]
-                             current.last_seen.timestamp())
+            updated = dataclasses.replace(current, status=status)  # type: ignore[arg-type]
+            if labels is not None:
+                updated = dataclasses.replace(updated, labels=dict(labels))
+            self._active.put(fingerprint, updated, current.last_seen.timestamp())
         else:
             self._active.pop(fingerprint)
 

@@ -13,7 +13,7 @@ import hashlib
 import pickle
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,21 +139,32 @@ class Pipeline:
         self._dead: list[ParseFailure] = []
         self._alert_changes: list[AlertChange] = []
         self._notes: list[dict[str, Any]] = []
+        #: Extra destination for dead letters (the Kafka dead-letter topic); called before the
+        #: store write, and must raise if it could not take them.
+        self.dead_letter_sink: Callable[[list[ParseFailure]], None] | None = None
         self.telemetry = get_telemetry()
         self.telemetry.watch("evictions", self.evictions)
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def _parser(self, format_name: str) -> Parser:
-        parser = self.parsers.get(format_name)
+    def _parser(self, format_key: str) -> Parser:
+        """The parser for a record's format key: a format name, or ``format#topic`` when a
+        topic has its own options (a custom Envoy format string)."""
+        parser = self.parsers.get(format_key)
         if parser is None:
-            options = dict(self.format_options.get(format_name, {}))
+            format_name = format_key.split("#", 1)[0]
+            options = dict(self.format_options.get(format_key, {}))
             if format_name in ("otlp-json", "otlp-proto", "auto"):
                 options.setdefault("pairing_ttl", self.settings.spans.pairing_ttl)
                 options.setdefault("max_pending", self.settings.spans.max_pending)
             parser = make_parser(format_name, **options)
-            self.parsers[format_name] = parser
+            self.parsers[format_key] = parser
         return parser
+
+    def prepare(self, format_keys: Iterable[str]) -> None:
+        """Build the parsers for these format keys now (a bad option fails at start-up)."""
+        for key in format_keys:
+            self._parser(key)
 
     def restore(self) -> bool:
         """Resume from the last checkpoint in the store, if any; returns whether it did."""
@@ -190,7 +201,7 @@ class Pipeline:
                 origin = str(record.origin)
                 parser = self._parser(record.format)
                 index = 0
-                for line in split_lines(record.format, record.payload):
+                for line in split_lines(record.format.split("#", 1)[0], record.payload):
                     for item in parser.parse(line, record.origin):
                         if isinstance(item, ParseFailure):
                             self._dead_letter(item)
@@ -312,6 +323,8 @@ class Pipeline:
                         [_window_row(w) for w in self._windows])
             self._windows = []
         if self._dead:
+            if self.dead_letter_sink is not None:
+                self.dead_letter_sink(self._dead)
             self._timed("dead_letters", self.store.insert_dead_letters, self._dead)
             self._dead = []
         written: list[Alert] = []

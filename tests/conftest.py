@@ -38,7 +38,7 @@ def test_data() -> Path:
 @pytest.fixture
 def kafka_broker(tmp_path):
     """A fresh in-memory Kafka-protocol broker (Tansu) for one test."""
-    from tests.kafka_broker import tansu_broker
+    from meshwatch.devbroker import tansu_broker
 
     with tansu_broker(tmp_path) as broker:
         yield broker

