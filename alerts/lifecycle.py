@@ -80,6 +80,13 @@ class AlertBook:
                 n += 1
         return n
 
+    def state(self) -> BoundedMap[str, Alert]:
+        """The active set, for the pipeline's checkpoint (replays then count exactly)."""
+        return self._active
+
+    def restore_state(self, active: BoundedMap[str, Alert]) -> None:
+        self._active = active
+
     def get(self, fingerprint: str) -> Alert | None:
         return self._active.get(fingerprint)
 

@@ -264,6 +264,8 @@ class EdgeGraph:
             max_items=max(4 * max_edges, 1000), ttl=max(self.window * 4, 3600.0)
         )
         self._closed_pending: list[dict[str, Any]] = []
+        # Earliest end of an open window: the watermark reaching it triggers closing.
+        self._close_at = float("inf")
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -273,6 +275,10 @@ class EdgeGraph:
         ts = event.ts.timestamp()
         if ts > self.max_ts:
             self.max_ts = ts
+            # Per record, not per batch: results must not depend on how input was batched.
+            self._calls.expire(ts)
+            if ts - self.allowed_lateness >= self._close_at:
+                self._close_passed()
         call_id = event.request_id or event.trace_id
         if call_id is not None:
             seen = self._calls.get(call_id)
@@ -302,6 +308,8 @@ class EdgeGraph:
                          src_kind=src_kind, dst_kind=dst_kind)
         self._open[key] = bucket
         self._parts.put(key, part, key[0])
+        if key[0] + self.window < self._close_at:
+            self._close_at = key[0] + self.window
         if len(self._open) > self.max_edges:
             oldest_key = next(iter(self._open))
             self._closed_pending.append(self._close(oldest_key))
@@ -456,22 +464,39 @@ class EdgeGraph:
 
     # -- closing ---------------------------------------------------------------------------
 
-    def advance(self) -> list[dict[str, Any]]:
-        """Close every window the watermark has passed; returns them (oldest first)."""
+    def _close_passed(self) -> None:
+        """Close the windows the watermark has passed, at the record that passed them.
+
+        Closing per record (not per batch) makes the result independent of how the input was
+        batched: a replay after a crash, or a partition moved to another worker, sees the same
+        windows close at the same records.
+        """
         self.watermark = self.max_ts - self.allowed_lateness
-        closed, self._closed_pending = self._closed_pending, []
         horizon = self.watermark - self.window
-        ready = [k for k in self._open if k[0] <= horizon]
-        for key in ready:
-            closed.append(self._close(key))
-        self._calls.expire(self.max_ts)
+        for key in [k for k in self._open if k[0] <= horizon]:
+            self._closed_pending.append(self._close(key))
+        self._close_at = min((k[0] for k in self._open), default=float("inf")) + self.window
+
+    def advance(self) -> list[dict[str, Any]]:
+        """The windows closed since the last call (oldest first)."""
+        closed, self._closed_pending = self._closed_pending, []
         return closed
+
+    def advance_time(self, seconds: float) -> None:
+        """Move event time on without a record (no traffic for a while) and close what that
+        passes; the next `advance` returns those windows."""
+        if self.max_ts == float("-inf"):
+            return
+        self.max_ts += seconds
+        if self.max_ts - self.allowed_lateness >= self._close_at:
+            self._close_passed()
 
     def close_all(self) -> list[dict[str, Any]]:
         """Close everything (end of input)."""
         closed, self._closed_pending = self._closed_pending, []
         for key in list(self._open):
             closed.append(self._close(key))
+        self._close_at = float("inf")
         return closed
 
     def _close(self, key: tuple[float, str, str]) -> dict[str, Any]:

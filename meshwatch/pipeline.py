@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
+from alerts.actions import StatusMirror
 from alerts.export import AlertFileExport
+from alerts.feedback import FeedbackRules, detector_thresholds
 from alerts.lifecycle import AlertBook, AlertChange
 from alerts.notify import Notifier
 from alerts.persist import AlertWriter
@@ -31,13 +33,23 @@ from detectors.engine import DetectionEngine
 from ingest.graph import EdgeGraph
 from ingest.identity import IdentityResolver
 from ingest.parsers.base import Parser, make_parser
+from meshwatch.bounded import BoundedMap
 from meshwatch.records import Alert, EdgeEvent, ParseFailure, RawRecord
 from meshwatch.settings import ConfigError, Settings
 from meshwatch.store import Store
 from meshwatch.store.store import event_id
 from meshwatch.telemetry import get_telemetry, labels
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+
+
+class CheckpointStore(Protocol):
+    """Where a pipeline saves and finds its processing state (Store, or a Kafka state topic)."""
+
+    def save_checkpoint(self, scope: str, name: str, state: bytes,
+                        offsets: dict[str, int] | None = None) -> None: ...
+
+    def load_checkpoint(self, scope: str, name: str) -> tuple[bytes, dict[str, int]] | None: ...
 # Formats with one record per line; a Kafka message may batch several newline-separated lines.
 LINE_FORMATS = frozenset({"envoy-text", "envoy-json", "ztunnel"})
 _JSON_DECODER = msgspec.json.Decoder()
@@ -105,6 +117,10 @@ class Pipeline:
         # Silences, routing and durable delivery of alert changes (alerts/notify.py).
         self.notifier = notifier
         self.checkpoint_scope = checkpoint_scope
+        #: Where processing state is saved: the store's checkpoint table by default; the
+        #: scale-out stages use a Kafka state topic so a partition's state follows it between
+        #: workers whatever store each writes to.
+        self.checkpoints: CheckpointStore = store
         self.format_options = format_options or {}
         self.parsers: dict[str, Parser] = {}
         self.resolver = IdentityResolver(
@@ -132,6 +148,13 @@ class Pipeline:
             series=EdgeSeries(store, a.series_windows, g.window) if a.series_windows else None,
         )
         self.alert_writer = AlertWriter(store, self.alert_book)
+        # The analyst loop (alerts/feedback.py, alerts/actions.py): rules from false-positive
+        # verdicts drop matching findings (reloaded at each checkpoint); analyst status changes
+        # from an API in this process reach the alert book at each flush; listeners (the live
+        # feed) hear of every alert written.
+        self.feedback_rules = FeedbackRules(store, detector_thresholds(self.engine.configured))
+        self.status_mirror = StatusMirror()
+        self.alert_listeners: list[Callable[[list[Alert]], None]] = []
         self.export = AlertFileExport(alerts_out) if alerts_out else None
         self.stats = PipelineStats()
         self._events: list[tuple[str, EdgeEvent, str, str, str]] = []
@@ -142,6 +165,13 @@ class Pipeline:
         #: Extra destination for dead letters (the Kafka dead-letter topic); called before the
         #: store write, and must raise if it could not take them.
         self.dead_letter_sink: Callable[[list[ParseFailure]], None] | None = None
+        #: Extra destination for alert changes (the scale-out notify stage's topic); called
+        #: with what was written at each flush, and must raise if it could not take them.
+        self.alert_change_sink: Callable[[list[AlertChange]], None] | None = None
+        #: Keys of records already processed (scale-out detect stage: a normalize worker that
+        #: crashed before committing republishes what it had sent; those copies are dropped).
+        self.seen_keys: BoundedMap[str, bool] | None = None
+        self.duplicates_dropped = 0
         self.telemetry = get_telemetry()
         self.telemetry.watch("evictions", self.evictions)
 
@@ -166,23 +196,28 @@ class Pipeline:
         for key in format_keys:
             self._parser(key)
 
-    def restore(self) -> bool:
-        """Resume from the last checkpoint in the store, if any; returns whether it did."""
-        self.alert_book.load(self.store.list_alerts(limit=100_000, status=["open",
-                                                                        "acknowledged",
-                                                                        "suppressed"]))
-        saved = self.store.load_checkpoint(self.checkpoint_scope, "pipeline")
-        if saved is None:
-            return False
-        blob, _offsets = saved
-        state = pickle.loads(blob)  # noqa: S301 - our own checkpoint table
+    def restore(self, load_active_alerts: bool = True) -> dict[str, int] | None:
+        """Resume from the last checkpoint, if any; returns its source offsets.
+
+        The active alerts come from the checkpoint too (not from the store), so records replayed
+        after a crash update exactly the counts they updated the first time. Without a
+        checkpoint they are loaded from the store unless ``load_active_alerts`` is false (a
+        partition's state in scale-out must depend on that partition only).
+        """
+        saved = self.checkpoints.load_checkpoint(self.checkpoint_scope, "pipeline")
+        state = pickle.loads(saved[0]) if saved is not None else {}  # noqa: S301 - our table
         if state.get("version") != STATE_VERSION:
-            return False
+            if load_active_alerts:
+                self.alert_book.load(self.store.list_alerts(
+                    limit=100_000, status=["open", "acknowledged", "suppressed"]))
+            return None
         self.parsers = state["parsers"]
         self.resolver = state["resolver"]
         self.graph = state["graph"]
         self.engine.restore(state["engine"])
-        return True
+        self.alert_book.restore_state(state["alerts"])
+        self.seen_keys = state["seen_keys"]
+        return saved[1] if saved is not None else None
 
     # -- processing ------------------------------------------------------------------------
 
@@ -197,8 +232,13 @@ class Pipeline:
                 self.stats.records += 1
                 key = (record.origin.source, record.format)
                 consumed[key] += 1
+                if record.key is not None and self.seen_keys is not None:
+                    if record.key in self.seen_keys:
+                        self.duplicates_dropped += 1
+                        continue
+                    self.seen_keys.put(record.key, True, time.time())
                 events_before = self.stats.events
-                origin = str(record.origin)
+                origin = record.key or str(record.origin)
                 parser = self._parser(record.format)
                 index = 0
                 for line in split_lines(record.format.split("#", 1)[0], record.payload):
@@ -225,7 +265,7 @@ class Pipeline:
         """No input for a while: move event time on by the wall-clock gap and close windows."""
         if self.graph.max_ts == float("-inf"):
             return
-        self.graph.max_ts += seconds
+        self.graph.advance_time(seconds)
         self._after_batch()
 
     def _dead_letter(self, failure: ParseFailure) -> None:
@@ -282,7 +322,8 @@ class Pipeline:
         self._windows.extend(windows)
 
     def _take_findings(self, findings: list[Any]) -> None:
-        for finding in findings:
+        self.status_mirror.drain_into(self.alert_book)
+        for finding in self.feedback_rules.apply(findings):
             self.stats.findings[finding.detector] += 1
             change = self.alert_book.apply(finding)
             if change.kind == "opened":
@@ -328,12 +369,18 @@ class Pipeline:
             self._timed("dead_letters", self.store.insert_dead_letters, self._dead)
             self._dead = []
         written: list[Alert] = []
+        self.status_mirror.drain_into(self.alert_book)
         if self._alert_changes:
             review = self.notifier.submit if self.notifier is not None else None
             written = self.alert_writer.write(self._alert_changes, review=review)
+            if self.alert_change_sink is not None:
+                kinds = {c.alert.id: c.kind for c in self._alert_changes}
+                self.alert_change_sink([AlertChange(kinds[a.id], a) for a in written])
             self._alert_changes = []
             if self.export is not None:
                 self.export.update(written)
+            for listener in self.alert_listeners:
+                listener(written)
         if self.export is not None:
             self.export.flush()
         return written
@@ -352,14 +399,17 @@ class Pipeline:
     def checkpoint(self, offsets: dict[str, int] | None = None) -> list[Alert]:
         """Flush writers, then persist processing state (with the offsets it corresponds to)."""
         written = self.flush()
+        self.feedback_rules.reload()
         state = {
             "version": STATE_VERSION,
             "parsers": self.parsers,
             "resolver": self.resolver,
             "graph": self.graph,
             "engine": self.engine.state(),
+            "alerts": self.alert_book.state(),
+            "seen_keys": self.seen_keys,
         }
-        self.store.save_checkpoint(self.checkpoint_scope, "pipeline",
+        self.checkpoints.save_checkpoint(self.checkpoint_scope, "pipeline",
                                    pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), offsets)
         return written
 

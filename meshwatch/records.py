@@ -107,11 +107,17 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """Undecoded bytes plus where they came from and the format they are declared to be."""
+    """Undecoded bytes plus where they came from and the format they are declared to be.
+
+    ``key`` is the record's stable identity when it is not its origin: an EdgeEvent republished
+    between scale-out stages keeps the identity of the raw record it came from, so event ids
+    (and replay de-duplication) do not depend on which hop delivered it.
+    """
 
     payload: bytes
     origin: Origin
     format: str
+    key: str | None = None
 
 
 DEAD_LETTER_PAYLOAD_CAP = 64 * 1024

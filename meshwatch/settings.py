@@ -9,6 +9,7 @@ values fail at start-up with a message naming the key (`ConfigError`).
 from __future__ import annotations
 
 import ipaddress
+import contextvars
 import os
 import re
 from pathlib import Path
@@ -60,7 +61,7 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 FORMAT_NAMES = ("auto", "envoy-text", "envoy-json", "otlp-log", "otlp-json", "otlp-proto",
-                "ztunnel")
+                "ztunnel", "edge-event")
 
 
 class _Section(BaseModel):
@@ -74,11 +75,17 @@ class StoreSettings(_Section):
     url: str | None = Field(
         None, description="ClickHouse server URL (http[s]://host:8123); overrides `path`."
     )
-    user: str = "default"
-    password: str = Field("", repr=False)
-    database: str = Field("meshwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    verify_tls: bool = True
+    user: str = Field("default", description="ClickHouse server user.")
+    password: str = Field("", repr=False, description="ClickHouse server password (use the "
+                                                      "environment).")
+    database: str = Field("meshwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                          description="Database meshwatch creates and uses.")
+    verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
     store_events: bool = Field(True, description="Keep raw edge events (subject to retention).")
+    manage_schema: bool = Field(
+        True, description="Apply migrations and retention at start-up. Set false on a ClickHouse "
+                          "cluster whose DDL is managed from infra/clickhouse/cluster.sql; "
+                          "start-up then only checks that every migration is recorded.")
     retention_days: dict[str, int] = Field(
         default_factory=lambda: {
             "edge_events": 7, "edge_windows": 90, "dead_letters": 30, "alerts": 365,
@@ -124,25 +131,38 @@ class TopicSettings(_Section):
 class KafkaSettings(_Section):
     """The Kafka consumer group meshwatch runs in."""
 
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
-    group_id: str = "meshwatch"
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"],
+                                         description="Brokers (a list, or comma-separated).")
+    group_id: str = Field("meshwatch", description="Consumer group; workers sharing it split "
+                                                   "the partitions.")
     topics: dict[str, TopicSettings] = Field(
         default_factory=lambda: {
             "envoy.access": TopicSettings(format="envoy-json"),
             "otlp_spans": TopicSettings(format="otlp-proto"),
-        }
+        },
+        description="Topic -> format (`name: envoy-json`) or {format, format_string}.",
     )
-    max_poll_records: int = Field(5000, ge=1)
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    session_timeout: Duration = 10.0
-    max_poll_interval: Duration = 300.0
+    max_poll_records: int = Field(5000, ge=1, description="Records per poll (batch size).")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new group starts.")
+    session_timeout: Duration = Field(10.0, description="Group session time-out.")
+    max_poll_interval: Duration = Field(300.0, description="Longest gap between polls.")
     commit_interval: Duration = Field(5.0, description="Flush-then-commit at most this often.")
-    dead_letter_topic: str | None = None
+    edges_topic: str = Field(
+        "meshwatch.edges", description="Scale-out: normalize -> detect hand-off topic (EdgeEvents "
+                                       "keyed by source identity).")
+    alert_changes_topic: str = Field(
+        "meshwatch.alert-changes", description="Scale-out: detect -> notify hand-off topic.")
+    state_topic: str = Field(
+        "meshwatch.state", description="Scale-out: per-partition processing state (compacted; "
+                                       "follows a partition to its new owner).")
+    dead_letter_topic: str | None = Field(
+        None, description="Also copy dead letters (raw bytes, reason in headers) to this topic.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
     sasl_username: str | None = None
-    sasl_password: str | None = Field(None, repr=False)
-    ssl_cafile: Path | None = None
+    sasl_password: str | None = Field(None, repr=False, description="Use the environment.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL listeners.")
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -169,23 +189,24 @@ class GraphSettings(_Section):
     call_dedup_ttl: Duration = Field(
         120.0, gt=0, description="How long a call id is remembered to merge client/server records."
     )
-    max_calls: int = Field(500_000, ge=1)
+    max_calls: int = Field(500_000, ge=1, description="Call ids remembered for that merge.")
 
 
 class IdentitySettings(_Section):
     """Identity resolution."""
 
-    trust_domain: str = "cluster.local"
-    cluster_domain: str = "cluster.local"
-    max_addresses: int = Field(100_000, ge=1)
-    address_ttl: Duration = Field(3600.0, gt=0)
+    trust_domain: str = Field("cluster.local", description="SPIFFE trust domain of the mesh.")
+    cluster_domain: str = Field("cluster.local", description="Kubernetes cluster DNS domain.")
+    max_addresses: int = Field(100_000, ge=1, description="Learned address -> workload entries.")
+    address_ttl: Duration = Field(3600.0, gt=0, description="Forget an address after this long.")
 
 
 class SpanSettings(_Section):
     """CLIENT/SERVER span pairing."""
 
-    pairing_ttl: Duration = Field(10.0, gt=0)
-    max_pending: int = Field(100_000, ge=1)
+    pairing_ttl: Duration = Field(10.0, gt=0, description="Wait this long (event time) for a "
+                                                         "span's partner.")
+    max_pending: int = Field(100_000, ge=1, description="Unpaired spans held at most.")
 
 
 class DeliverySettings(_Section):
@@ -215,7 +236,7 @@ class AlertSettings(_Section):
     runbook_base_url: str | None = Field(
         None, description="External runbook base (company wiki); overrides the built-in pages."
     )
-    max_evidence: int = Field(5, ge=1, le=50)
+    max_evidence: int = Field(5, ge=1, le=50, description="Sample calls kept per alert.")
     series_windows: int = Field(
         12, ge=0, le=1440,
         description="Recent windows of the alert's edge stored as evidence (0: none).",
@@ -278,8 +299,35 @@ class TelemetrySettings(_Section):
 
 
 class ApiSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    """The HTTP API and web UI."""
+
+    host: str = Field("127.0.0.1", description="Address the API/UI listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the API/UI listens on.")
+    # Authentication is always on: there is deliberately no switch for it.
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed cross-origin API calls (exact, e.g. https://soc.example); "
+                    "empty: CORS off.")
+    session_ttl: Duration = Field(12 * 3600.0, gt=0, description="Web UI login lifetime.")
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Secure flag on the session cookie (auto: when served over HTTPS).")
+    auth_failure_limit: int = Field(
+        20, ge=1, description="Invalid credentials per client address per window before 429.")
+    auth_failure_window: Duration = Field(60.0, gt=0, description="That window.")
+    stream_keepalive: Duration = Field(15.0, gt=0, description="SSE keep-alive interval.")
+    stream_poll_interval: Duration = Field(
+        1.0, gt=0, description="How often the SSE feed polls the store for other writers.")
+    feedback_rule_ttl: Duration = Field(
+        30 * 86400.0, gt=0, description="Lifetime of a rule a false-positive verdict creates.")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for i, origin in enumerate(value):
+            if not re.match(r"^https?://[^/\s*]+$", origin):
+                raise ValueError(f"[{i}]: an origin is scheme://host[:port] without a path or "
+                                 f"wildcard, got {origin!r}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -325,8 +373,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Explicit arguments (the merged file + CLI overrides) win over the environment.
-        return (init_settings, env_settings)
+        # Command-line overrides win over the environment, which wins over the file: a
+        # deployment (Kubernetes, compose) can override one key of a shared file.
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("meshwatch_file",
+                                                                            default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML config file's contents, as the lowest-precedence settings source."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get())
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -341,16 +404,6 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{what}: {path} must hold a mapping at the top level")
     return data
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -377,24 +430,26 @@ def load_settings(
     >>> load_settings(overrides={"graph": {"windw": 1}})
     Traceback (most recent call last):
     ...
-    meshwatch.settings.ConfigError: invalid configuration (overrides):
+    meshwatch.settings.ConfigError: invalid configuration (defaults < environment < overrides):
       graph.windw: unknown key
     """
     if config_file is None:
         config_file = os.environ.get(ENV_PREFIX + "CONFIG") or None
-    data: dict[str, Any] = {}
-    source = "defaults and environment"
+    file_data: dict[str, Any] = {}
+    sources = ["defaults", "environment"]
     if config_file is not None:
-        data = _read_yaml(Path(config_file), what="config")
-        source = str(config_file)
-    if overrides:
-        data = _deep_merge(data, _drop_none(overrides))
-        if config_file is None:
-            source = "overrides"
+        file_data = _read_yaml(Path(config_file), what="config")
+        sources.insert(1, str(config_file))
+    init = _drop_none(overrides or {})
+    if init:
+        sources.append("overrides")
+    token = _FILE_DATA.set(file_data)
     try:
-        return Settings(**data)
+        return Settings(**init)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, " < ".join(sources))) from None
+    finally:
+        _FILE_DATA.reset(token)
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

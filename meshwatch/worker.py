@@ -92,11 +92,11 @@ class KafkaWorker:
     # -- the loop ----------------------------------------------------------------------------
 
     def restore(self) -> bool:
-        restored = self.pipeline.restore()
-        saved = self.pipeline.store.load_checkpoint(self.pipeline.checkpoint_scope, "pipeline")
-        if saved is not None:
-            self._resume = {parse_offsets_key(k): v for k, v in saved[1].items()}
-        return restored
+        """Load the pipeline's checkpoint; its offsets become the resume points."""
+        offsets = self.pipeline.restore()
+        if offsets:
+            self._resume = {parse_offsets_key(k): v for k, v in offsets.items()}
+        return offsets is not None
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: Any) -> None:

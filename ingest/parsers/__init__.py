@@ -7,6 +7,7 @@
 - ``otlp-proto`` / ``otlp-json`` (``otlp_span``): OTLP spans, CLIENT/SERVER pairs -> edges.
 - ``ztunnel`` (``ztunnel``): Istio ambient ztunnel L4 access logs, text or JSON.
 - ``auto``: any of the above, sniffed per record.
+- ``edge-event``: meshwatch's own EdgeEvents republished between scale-out stages.
 
 `envoy_fields` holds the one Envoy-record -> EdgeEvent builder they share (reporter, mTLS
 evidence, identity); `common` the failure plumbing and limits.
@@ -14,6 +15,7 @@ evidence, identity); `common` the failure plumbing and limits.
 
 from ingest.parsers import (  # noqa: F401  - each module registers its parser
     auto,
+    edge_event,
     envoy_json,
     envoy_text,
     otlp_log,

@@ -22,6 +22,9 @@ from meshwatch.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+#: Header carrying a republished EdgeEvent's raw-record identity (scale-out stages).
+ORIGIN_HEADER = "meshwatch.origin"
+
 
 class KafkaUnavailable(RuntimeError):
     """The brokers could not be reached (the worker retries with backoff)."""
@@ -75,6 +78,7 @@ class KafkaSource:
     #: Next offset to consume per partition (what a commit would store).
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     consumer: KafkaConsumer | None = None
+    _formats: dict[str, str] | None = None
 
     def start(self) -> None:
         try:
@@ -90,7 +94,9 @@ class KafkaSource:
 
     def formats(self) -> dict[str, str]:
         """Topic -> format key for the pipeline (see `topic_format_keys`)."""
-        return topic_format_keys(self.settings)
+        if self._formats is None:
+            self._formats = topic_format_keys(self.settings)
+        return self._formats
 
     def poll(self, timeout_ms: int = 500) -> list[RawRecord]:
         """One fetch: raw records in partition order, each tagged with its topic's format."""
@@ -103,8 +109,12 @@ class KafkaSource:
             fmt = formats.get(tp.topic, "auto")
             topic, partition = tp.topic, tp.partition
             for rec in records:
+                key = None
+                if rec.headers:
+                    key = next((v.decode("utf-8", "replace") for k, v in rec.headers
+                                if k == ORIGIN_HEADER), None)
                 out.append(RawRecord(rec.value if rec.value is not None else b"",
-                                     Origin(topic, rec.offset, partition), fmt))
+                                     Origin(topic, rec.offset, partition), fmt, key))
             if records:
                 self.positions[tp] = records[-1].offset + 1
         return out

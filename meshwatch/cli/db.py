@@ -19,7 +19,7 @@ db_app = typer.Typer(help="Store administration: migrations, status, dead letter
 
 StoreOption = Annotated[
     Path | None,
-    typer.Option("--store", help="Embedded store directory [default: ./meshwatch-data]."),
+    typer.Option("--store", help="Embedded store directory (default: ./meshwatch-data)."),
 ]
 
 TABLES = ("edge_events", "edge_windows", "edges", "nodes", "alerts", "alert_actions",

@@ -23,8 +23,8 @@ app = typer.Typer(
 
 # Modules under meshwatch.cli that define `register(app)`; order is the order in --help.
 COMMAND_MODULES = [
-    "demo", "run", "parse", "simulate", "produce", "graph", "eval", "bench", "silence", "token",
-    "config", "db",
+    "demo", "run", "serve", "parse", "simulate", "produce", "graph", "eval", "bench", "silence",
+    "token", "config", "db",
 ]
 
 

@@ -62,7 +62,7 @@ def run(
     ] = None,
     store_path: Annotated[
         Path | None,
-        typer.Option("--store", help="Embedded ClickHouse directory [default: ./meshwatch-data]."),
+        typer.Option("--store", help="Embedded ClickHouse directory (default: ./meshwatch-data)."),
     ] = None,
     alerts_out: Annotated[
         Path | None, typer.Option("--alerts-out", help="Write alerts as JSON lines to this file.")
@@ -71,11 +71,16 @@ def run(
         bool, typer.Option("--serve", help="Keep the alert feed API/UI up after processing.")
     ] = False,
     host: Annotated[str | None, typer.Option(help="API host for --serve.")] = None,
-    port: Annotated[int | None, typer.Option(help="API port for --serve [default: 8080].")] = None,
+    port: Annotated[int | None, typer.Option(help="API port for --serve (default: 8080).")] = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Ignore the checkpoint in the store; start cold.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    stage: Annotated[str, typer.Option(
+        help="Kafka mode: all (one process does everything), or a scale-out stage: normalize "
+             "(raw topics -> EdgeEvents keyed by source), detect (EdgeEvents -> windows, "
+             "detectors, alerts; per-partition state), notify (alert changes -> delivery). "
+             "See docs/scale-out.md.")] = "all",
     config: ConfigOption = None,
 ) -> None:
     settings = settings_from(config, {
@@ -84,6 +89,13 @@ def run(
     })
     if format_name not in FORMAT_NAMES:
         fail(f"unknown format {format_name!r} (known: {', '.join(FORMAT_NAMES)})")
+    if stage not in ("all", "normalize", "detect", "notify"):
+        fail(f"unknown stage {stage!r} (known: all, normalize, detect, notify)")
+    if stage != "all":
+        if input_files:
+            fail("--stage is for Kafka mode; files are processed by one process (--stage all)")
+        run_stage(settings, stage, quiet=quiet)
+        return
     if not input_files:
         run_kafka(settings, alerts_out=alerts_out, serve=serve, quiet=quiet, fresh=fresh)
         return
@@ -266,7 +278,7 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
         worker.restore()
     worker.install_signal_handlers()
     pipeline.notifier.start()
-    server = _api_thread(settings, pipeline.store) if serve else None
+    server = _api_thread(settings, pipeline.store, pipeline) if serve else None
     topics = ", ".join(f"{k} ({v.format})" for k, v in settings.kafka.topics.items())
     err_console.print(f"consuming {topics} from {', '.join(settings.kafka.bootstrap_servers)} "
                       f"as group {settings.kafka.group_id!r}; Ctrl-C to stop")
@@ -303,14 +315,67 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     }, Console())
 
 
-def _api_thread(settings: Settings, store: Any) -> Any:
+def run_stage(settings: Settings, stage: str, quiet: bool) -> None:
+    """Run one scale-out stage until SIGTERM/SIGINT (see meshwatch/stages.py)."""
+    import logging
+
+    from kafka.errors import KafkaError
+
+    from alerts.notify import Notifier
+    from meshwatch import stages
+    from meshwatch.kafka_state import ensure_state_topic
+    from meshwatch.settings import ConfigError
+    from meshwatch.store import Store, StoreError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        check_topic_formats(settings)
+        store = Store.open(settings.store)
+    except (ConfigError, StoreError) as exc:
+        fail(str(exc))
+    closers: list[Any] = []  # callables run at exit
+    try:
+        ensure_state_topic(settings.kafka, settings.kafka.state_topic)
+        worker: stages.StageWorker
+        if stage == "normalize":
+            worker = stages.NormalizeWorker(settings, store)
+        elif stage == "detect":
+            sink = stages.AlertChangeProducer(settings.kafka)
+            closers.append(sink.close)
+            worker = stages.DetectWorker(settings, store, alert_sink=sink)
+        else:
+            notifier = Notifier(settings, store)
+            notifier.start()
+            closers.append(notifier.stop)
+            worker = stages.NotifyWorker(settings, store, notifier)
+        worker.install_signal_handlers()
+        err_console.print(f"stage {stage}: group {settings.kafka.group_id}-{stage}, brokers "
+                          f"{', '.join(settings.kafka.bootstrap_servers)}; Ctrl-C to stop")
+        worker.run()
+    except KafkaError as exc:
+        fail(f"Kafka: {exc}")
+    finally:
+        for close in closers:
+            close()
+        store.close()
+    if not quiet:
+        err_console.print(f"stage {stage}: {worker.records:,} records, {worker.commits} commits")
+
+
+def _api_thread(settings: Settings, store: Any, pipeline: Any = None) -> Any:
     import threading
 
     import uvicorn
 
     from alerts.api import create_app
 
-    config = uvicorn.Config(create_app(store, settings), host=settings.api.host,
+    # The pipeline in this process: analyst actions and feedback reach it at once, and the
+    # live feed (SSE) hears of its alert writes without polling.
+    app = create_app(store, settings, pipeline=pipeline)
+    bootstrap_token(store, f"http://{settings.api.host}:{settings.api.port}")
+    if pipeline is not None:
+        pipeline.alert_listeners.append(app.state.feed.publish)
+    config = uvicorn.Config(app, host=settings.api.host,
                             port=settings.api.port, log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="api", daemon=True).start()
@@ -326,10 +391,26 @@ def serve_api(settings: Settings, store: Any, notifier: Any = None) -> None:
 
     app = create_app(store, settings)
     url = f"http://{settings.api.host}:{settings.api.port}"
-    err_console.print(f"serving the alert feed on {url} (Ctrl-C to stop)")
+    bootstrap_token(store, url)
+    err_console.print(f"serving the alert feed on {url}/ui/ (Ctrl-C to stop)")
     try:
         uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
     finally:
         if notifier is not None:
             notifier.stop()
         store.close()
+
+
+def bootstrap_token(store: Any, url: str) -> str | None:
+    """With no active API token, create an admin token and print it once (the embedded
+    store cannot be opened by `meshwatch token create` while this process serves it)."""
+    from alerts.tokens import TokenStore
+
+    tokens = TokenStore(store)
+    if any(t.to_dict()["state"] == "active" for t in tokens.list("api")):
+        return None
+    _, secret = tokens.create("bootstrap-admin", "admin", created_by="serve")
+    err_console.print("no API token existed: created admin token [bold]bootstrap-admin[/] "
+                      f"(shown once; revoke it once you have your own):\n  {secret}\n"
+                      f"log in at {url}/ui/login", markup=True)
+    return secret

@@ -54,7 +54,7 @@ def simulate(
         list[str] | None,
         typer.Option("--format", "-f",
                      help="Output formats, comma-separated or repeated: envoy-json, "
-                          "envoy-text, otlp-json, otlp-proto. [default: envoy-json]",
+                          "envoy-text, otlp-json, otlp-proto. (default: envoy-json)",
                      metavar="FORMATS", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
@@ -71,8 +71,8 @@ def simulate(
     start: Annotated[
         str | None,
         typer.Option("--start", help="Start time, RFC 3339 (UTC if no offset). "
-                                     "[default: now minus the duration, floored to the "
-                                     "minute]", metavar="TIME", show_default=False),
+                                     "(default: now minus the duration, floored to the "
+                                     "minute)", metavar="TIME", show_default=False),
     ] = None,
     learning: Annotated[
         float, typer.Option("--learning", help="Fraction of the run before any attack "

@@ -86,10 +86,12 @@ def migrate(backend: Backend, database: str) -> list[Migration]:
 def apply_retention(backend: Backend, database: str, retention_days: dict[str, int]) -> None:
     """Set each table's TTL to the configured number of days when it differs."""
     rows = backend.query_rows(
-        "SELECT name, create_table_query FROM system.tables WHERE database = {db:String}",
+        "SELECT name, engine, create_table_query FROM system.tables "
+        "WHERE database = {db:String}",
         {"db": database},
     )
-    ddl = {r["name"]: r["create_table_query"] for r in rows}
+    # A Distributed table has no TTL of its own (its local tables do, managed by cluster DDL).
+    ddl = {r["name"]: r["create_table_query"] for r in rows if r["engine"] != "Distributed"}
     for table, days in retention_days.items():
         column = RETENTION_COLUMNS[table]
         if table not in ddl or f"toIntervalDay({days})" in ddl[table]:

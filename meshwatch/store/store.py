@@ -51,8 +51,10 @@ class Store:
         else:
             backend = ChdbBackend(settings.path)
         store = cls(backend, settings.database)
-        if migrate:
+        if migrate and settings.manage_schema:
             store.migrate(settings.retention_days)
+        elif migrate:
+            store.check_schema()
         return store
 
     @property
@@ -64,6 +66,19 @@ class Store:
         if retention_days:
             schema.apply_retention(self.backend, self.db, retention_days)
         return applied
+
+    def check_schema(self) -> None:
+        """Fail unless every migration is recorded (for externally managed cluster schemas)."""
+        try:
+            done = schema.applied_versions(self.backend, self.db)
+        except StoreError as exc:
+            raise StoreError(f"{self.description}: schema not found ({exc}); apply "
+                             "infra/clickhouse/cluster.sql or set store.manage_schema") from None
+        missing = [m for m in schema.available_migrations() if m.version not in done]
+        if missing:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+            raise StoreError(f"{self.description}: migrations not applied: {names} "
+                             "(store.manage_schema is false: apply them to the cluster first)")
 
     def close(self) -> None:
         self.backend.close()
@@ -121,10 +136,13 @@ class Store:
             return 0
         now = ch_ts(datetime.now(UTC))
         rows = []
-        for i, failure in enumerate(failures):
+        for failure in failures:
             o = failure.origin
+            # The id depends on the failure only (origin, reason, bytes), never on how a flush
+            # batched it, so a replay rewrites the same row.
+            digest = hashlib.blake2b(failure.payload, digest_size=8).hexdigest()
             rows.append({
-                "dl_id": event_id(f"{o}|{failure.reason}", i),
+                "dl_id": event_id(f"{o}|{failure.reason}|{digest}"),
                 "received_at": now,
                 "source": o.source,
                 "partition": o.partition,

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from ingest.parsers import PARSERS, Parser
 from ingest.parsers.common import INTERNAL_ERROR
+from ingest.parsers.edge_event import encode_event
 from meshwatch.records import EDGE_EVENT_FIELDS, EdgeEvent, Origin, ParseFailure
 from tests.ingest.otlp_helpers import Mesh, otlp_json, proto_bytes
 from tests.ingest.samples import (
@@ -78,6 +79,8 @@ def samples(name: str) -> list[bytes]:
         "otlp-proto": proto,
         "otlp-json": [*json_spans, TRACE_JSON],
         "ztunnel": [ZTUNNEL_INBOUND.encode(), ZTUNNEL_OUTBOUND.encode(), ZTUNNEL_ERROR.encode()],
+        "edge-event": [encode_event(event) for record in text for event in
+                       PARSERS.get("envoy-text")().parse(record, ORIGIN)],
     }
     table["auto"] = [proto[0], json_spans[1], *text[:3], table["envoy-json"][0],
                      table["ztunnel"][0], table["otlp-log"][0]]
