@@ -63,7 +63,7 @@ def tansu_broker(workdir: Path, port: int | None = None) -> Iterator[Broker]:
     url = f"tcp://127.0.0.1:{port}"
     log = workdir / f"tansu-{port}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
             [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT,

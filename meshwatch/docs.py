@@ -14,7 +14,6 @@ from pydantic.fields import FieldInfo
 
 from meshwatch.settings import ENV_PREFIX, Settings
 
-
 _SIMPLE = {"float": "number", "int": "integer", "str": "string", "bool": "boolean",
            "Path": "path", "NoneType": "null", "SecretStr": "secret"}
 
@@ -37,10 +36,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _default(field: FieldInfo) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    else:
-        value = field.default
+    factory = field.default_factory
+    value = factory() if factory is not None else field.default  # type: ignore[call-arg]
     if isinstance(value, BaseModel):
         return ""
     if value is None:

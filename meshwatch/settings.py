@@ -8,8 +8,8 @@ values fail at start-up with a message naming the key (`ConfigError`).
 
 from __future__ import annotations
 
-import ipaddress
 import contextvars
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -378,18 +378,18 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
 
-_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("meshwatch_file",
-                                                                            default={})
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "meshwatch_file", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
     """The YAML config file's contents, as the lowest-precedence settings source."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _FILE_DATA.get().get(field_name), field_name, False
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_FILE_DATA.get())
+        return dict(_FILE_DATA.get() or {})
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:

@@ -99,8 +99,14 @@ def demo(
     console.print(f"ground truth: {out / 'traffic' / 'labels.json'}  "
                   f"alerts: {out / 'alerts.jsonl'}")
     if serve:
+        from alerts.tokens import TokenStore
+
+        _, secret = TokenStore(store).create("demo-admin", "admin", created_by="demo")
+        console.print(f"[bold]log in:[/] http://{host}:{port}/ui/login   with the admin token "
+                      f"(shown once):\n  {secret}")
         console.print(f"[bold]feed:[/] http://{host}:{port}/api/v1/alerts   "
-                      f"runbooks: http://{host}:{port}/runbooks   docs: http://{host}:{port}/docs")
+                      f"runbooks: http://{host}:{port}/runbooks   docs: http://{host}:{port}/docs "
+                      f"(send Authorization: Bearer <token>)")
         serve_api(settings, store)
     else:
         store.close()
