@@ -266,6 +266,7 @@ class EdgeGraph:
         self._closed_pending: list[dict[str, Any]] = []
         # Earliest end of an open window: the watermark reaching it triggers closing.
         self._close_at = float("inf")
+        self._next_expiry = float("-inf")
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -275,8 +276,10 @@ class EdgeGraph:
         ts = event.ts.timestamp()
         if ts > self.max_ts:
             self.max_ts = ts
-            # Per record, not per batch: results must not depend on how input was batched.
-            self._calls.expire(ts)
+            # On event time, not per batch: results must not depend on how input was batched.
+            if ts >= self._next_expiry:
+                self._calls.expire(ts)
+                self._next_expiry = ts + 1.0
             if ts - self.allowed_lateness >= self._close_at:
                 self._close_passed()
         call_id = event.request_id or event.trace_id

@@ -84,6 +84,15 @@ def simulate(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary."),
     ] = False,
+    to_kafka: Annotated[
+        str | None,
+        typer.Option("--to-kafka", help="Also publish the output to Kafka at these bootstrap "
+                                        "servers: envoy-json/envoy-text to --access-topic, "
+                                        "otlp-proto to --spans-topic (as a Collector would).",
+                     metavar="HOST:PORT", show_default=False),
+    ] = None,
+    access_topic: Annotated[str, typer.Option(help="Topic for access logs.")] = "envoy.access",
+    spans_topic: Annotated[str, typer.Option(help="Topic for OTLP spans.")] = "otlp_spans",
 ) -> None:
     # Imported here so `meshwatch --help` stays fast (the SDK and protobuf load slowly).
     from meshwatch.records import parse_ts
@@ -136,6 +145,34 @@ def simulate(
         fail(f"cannot write to {out}: {exc}")
     if not quiet:
         _print_summary(summary)
+    if to_kafka:
+        _publish(out, chosen, to_kafka, access_topic, spans_topic, quiet)
+
+
+def _publish(out: Path, formats: list[str], bootstrap: str, access_topic: str,
+             spans_topic: str, quiet: bool) -> None:
+    """Send what was written to Kafka; one log format and the protobuf spans at most."""
+    from kafka.errors import KafkaError
+
+    from meshwatch.cli.produce import publish
+    from meshwatch.simulate import FORMAT_FILES
+
+    plan = []
+    log_format = next((f for f in ("envoy-json", "envoy-text") if f in formats), None)
+    if log_format:
+        plan.append((out / FORMAT_FILES[log_format], access_topic, log_format))
+    if "otlp-proto" in formats:
+        plan.append((out / FORMAT_FILES["otlp-proto"], spans_topic, "otlp-proto"))
+    if not plan:
+        fail("--to-kafka publishes envoy-json/envoy-text and otlp-proto output; add one of them")
+    for path, topic, fmt in plan:
+        try:
+            sent, seconds = publish([path], topic, bootstrap.split(","), fmt)
+        except KafkaError as exc:
+            fail(f"Kafka at {bootstrap}: {exc}")
+        if not quiet:
+            err_console.print(f"published {sent:,} messages from {path.name} to {topic} "
+                              f"in {seconds:.1f}s")
 
 
 def _run(config: SimulationConfig, quiet: bool) -> Summary:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -38,7 +39,11 @@ class Backend(Protocol):
 
     def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame: ...
 
-    def insert_json_lines(self, table: str, data: bytes) -> None: ...
+    def insert_json_lines(self, table: str, data: bytes,
+                          columns: Sequence[str] | None = None) -> None:
+        """Insert JSON lines: objects (JSONEachRow), or arrays in ``columns`` order
+        (JSONCompactEachRow, cheaper to encode and to parse for wide hot tables)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -91,12 +96,15 @@ class ChdbBackend:
     def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self._run(sql, "DataFrame", params)
 
-    def insert_json_lines(self, table: str, data: bytes) -> None:
+    def insert_json_lines(self, table: str, data: bytes,
+                          columns: Sequence[str] | None = None) -> None:
         if not data:
             return
+        fmt = "JSONCompactEachRow" if columns else "JSONEachRow"
+        target = f"{table} ({', '.join(columns)})" if columns else table
         with self._lock:
             try:
-                with self._session.send_insert(f"INSERT INTO {table}", "JSONEachRow") as ins:
+                with self._session.send_insert(f"INSERT INTO {target}", fmt) as ins:
                     ins.append(data)
                     ins.finish()
             except Exception as exc:
@@ -154,10 +162,12 @@ class ServerBackend:
     def query_df(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self._guard("query", self._client.query_df, sql, parameters=params or None)
 
-    def insert_json_lines(self, table: str, data: bytes) -> None:
+    def insert_json_lines(self, table: str, data: bytes,
+                          columns: Sequence[str] | None = None) -> None:
         if data:
             self._guard(f"insert into {table}", self._client.raw_insert, table,
-                        insert_block=data, fmt="JSONEachRow")
+                        column_names=list(columns) if columns else None, insert_block=data,
+                        fmt="JSONCompactEachRow" if columns else "JSONEachRow")
 
     def close(self) -> None:
         self._client.close()
