@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench clean
+.PHONY: demo test setup system-deps lint notebooks-clean clean
 
 ## demo: install, simulate a mesh with attacks, detect, and serve the feed on :8080
 demo: setup
@@ -30,6 +30,10 @@ system-deps:
 
 lint: setup
 	$(BIN)/ruff check .
+
+## notebooks-clean: strip outputs before committing notebooks (the tests check they are clean)
+notebooks-clean: setup
+	$(BIN)/python scripts/strip_notebooks.py
 
 clean:
 	rm -rf $(VENV) meshwatch-data meshwatch-demo .pytest_cache

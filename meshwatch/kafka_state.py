@@ -9,9 +9,11 @@ chunked (one key per chunk index, every chunk tagged with the version and the ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -50,6 +52,7 @@ class KafkaCheckpoints:
         self.topic = topic
         self.producer = KafkaProducer(**_client_config(settings), acks="all",
                                       max_request_size=2 * CHUNK, linger_ms=0)
+        self._snapshot: dict[str, dict[int, dict[str, Any]]] | None = None
 
     def save_checkpoint(self, scope: str, name: str, state: bytes,
                         offsets: dict[str, int] | None = None) -> None:
@@ -63,9 +66,20 @@ class KafkaCheckpoints:
                 ("version", version), ("chunks", str(len(chunks)).encode()), ("offsets", meta)])
         self.producer.flush(timeout=60)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read the topic once and answer every `load_checkpoint` inside from that read
+        (taking over many partitions then costs one read, not one per partition)."""
+        self._snapshot = self._read_all()
+        try:
+            yield
+        finally:
+            self._snapshot = None
+
     def load_checkpoint(self, scope: str, name: str) -> tuple[bytes, dict[str, int]] | None:
         key = f"{scope}|{name}"
-        found = self._read_all().get(key)
+        everything = self._snapshot if self._snapshot is not None else self._read_all()
+        found = everything.get(key)
         if not found:
             return None
         # Newest version whose chunks are all present.
@@ -94,10 +108,13 @@ class KafkaCheckpoints:
                         key, _, index = rec.key.decode().rpartition("#")
                         headers = dict(rec.headers or ())
                         version = int(headers["version"])
-                        entry = out.setdefault(key, {}).setdefault(version, {
+                        versions = out.setdefault(key, {})
+                        entry = versions.setdefault(version, {
                             "count": int(headers["chunks"]), "chunks": {},
                             "offsets": json.loads(headers["offsets"])})
                         entry["chunks"][int(index)] = rec.value
+                        if len(versions) > 2:  # the newest, and one in case it is partial
+                            del versions[min(versions)]
         finally:
             consumer.close()
         return out

@@ -89,6 +89,8 @@ class StageWorker:
         self.stop_event = threading.Event()
         self.records = 0
         self.commits = 0
+        self.paused = False
+        self.last_loop = time.monotonic()
         self._new: list[TopicPartition] = []
         source.on_assign = self._on_assign
         source.on_revoke = self._on_revoke
@@ -103,7 +105,8 @@ class StageWorker:
 
     def _take_new(self) -> None:
         partitions, self._new = self._new, []
-        seek = self.assign(partitions)
+        with self.checkpoints.snapshot():  # read the state topic once for all of them
+            seek = self.assign(partitions)
         if seek:
             self.source.seek(seek)
         assert self.source.consumer is not None
@@ -131,9 +134,11 @@ class StageWorker:
         self.source.start()
         last = time.monotonic()
         dirty = False
+        backoff = 1.0
         try:
             while not self.stop_event.is_set():
                 records = self.source.poll(timeout_ms=500)
+                self.last_loop = time.monotonic()
                 if self._new:
                     self._take_new()
                 if records:
@@ -145,9 +150,18 @@ class StageWorker:
                         self.handle(tp, batch)
                     self.records += len(records)
                     dirty = True
-                if dirty and time.monotonic() - last >= self.commit_interval:
-                    self._commit_all()
-                    dirty = False
+                due = backoff if self.paused else self.commit_interval
+                if dirty and time.monotonic() - last >= due:
+                    try:
+                        self._commit_all()
+                        dirty = False
+                        backoff = 1.0
+                        if self.paused:
+                            self._resume()
+                    except StoreError as exc:
+                        # Backpressure: consume nothing more, commit nothing, retry the flush.
+                        self._pause(str(exc))
+                        backoff = min(backoff * 2, 60.0)
                     last = time.monotonic()
         finally:
             try:
@@ -162,6 +176,18 @@ class StageWorker:
         self.checkpoint(list(self.source.positions))
         self.source.commit()
         self.commits += 1
+
+    def _pause(self, error: str) -> None:
+        if not self.paused and self.source.consumer is not None:
+            log.error("store unavailable, pausing consumption: %s", error)
+            self.source.consumer.pause(*self.source.consumer.assignment())
+        self.paused = True
+
+    def _resume(self) -> None:
+        if self.source.consumer is not None:
+            self.source.consumer.resume(*self.source.consumer.paused())
+        self.paused = False
+        log.info("store is back, consumption resumed")
 
     # -- hooks -------------------------------------------------------------------------------
 

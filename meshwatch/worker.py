@@ -64,6 +64,8 @@ class KafkaWorker:
         self._resume: dict[TopicPartition, int] = {}
         self._dirty = False
         self._lag: dict[tuple[tuple[str, str], ...], float] = {}
+        #: When the loop last turned (liveness: /livez of `meshwatch run --metrics-port`).
+        self.last_loop = time.monotonic()
         self._lag_checked = 0.0
         source.on_revoke = self._on_revoke
         source.on_assign = self._on_assign
@@ -115,7 +117,7 @@ class KafkaWorker:
         try:
             while not self.stop_event.is_set():
                 records = self.source.poll(timeout_ms=IDLE_POLL_MS)
-                now = time.monotonic()
+                now = self.last_loop = time.monotonic()
                 if records:
                     self.pipeline.process(records)
                     self._dirty = True

@@ -43,6 +43,10 @@ def _open(config: Path | None, store_path: Path | None,
 @db_app.command("migrate", help="Apply pending schema migrations (also done at start-up).")
 def migrate(store_path: StoreOption = None, config: ConfigOption = None) -> None:
     store, settings = _open(config, store_path, migrate=False)
+    if not settings.store.manage_schema:
+        store.close()
+        fail("store.manage_schema is false: this schema is managed outside meshwatch (apply "
+             "infra/clickhouse/cluster.sql); `meshwatch db status` shows what is recorded")
     try:
         applied = store.migrate(settings.store.retention_days)
     finally:
