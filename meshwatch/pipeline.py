@@ -172,6 +172,13 @@ class Pipeline:
         #: crashed before committing republishes what it had sent; those copies are dropped).
         self.seen_keys: BoundedMap[str, bool] | None = None
         self.duplicates_dropped = 0
+        #: File mode (records without a partition, checkpoints without caller offsets): per
+        #: input, its first offset, a hash of its first record and the last offset processed.
+        #: Saved with each checkpoint, so a rerun after a crash resumes after the checkpoint
+        #: instead of counting the checkpointed records twice (`_resumed_past`).
+        self._files: dict[str, list[int]] = {}
+        self._file_resume: dict[str, list[int]] = {}
+        self.resumed_past = 0
         self.telemetry = get_telemetry()
         self.telemetry.watch("evictions", self.evictions)
 
@@ -217,7 +224,9 @@ class Pipeline:
         self.engine.restore(state["engine"])
         self.alert_book.restore_state(state["alerts"])
         self.seen_keys = state["seen_keys"]
-        return saved[1] if saved is not None else None
+        offsets = saved[1] if saved is not None else None
+        self._file_resume = _file_positions(offsets or {})
+        return offsets
 
     # -- processing ------------------------------------------------------------------------
 
@@ -229,6 +238,8 @@ class Pipeline:
         failed_before = self.stats.parse_failures
         with self.telemetry.tracer.start_as_current_span("meshwatch.batch") as span:
             for record in records:
+                if record.origin.partition is None and self._resumed_past(record):
+                    continue
                 self.stats.records += 1
                 key = (record.origin.source, record.format)
                 consumed[key] += 1
@@ -260,6 +271,27 @@ class Pipeline:
             if n:
                 t.records_parsed.add(n, {"topic": topic, "format": fmt})
         t.batch_seconds.record(time.perf_counter() - started)
+
+    def _resumed_past(self, record: RawRecord) -> bool:
+        """Track a file record's position; True if a restored checkpoint already covers it.
+
+        A checkpointed input is recognised by its path, its first offset and a hash of its
+        first record: a new file at the same path (a rotated log) is read from the start.
+        """
+        origin = record.origin
+        track = self._files.get(origin.source)
+        if track is None:
+            head = _head_hash(record.payload)
+            skip_to = -1
+            saved = self._file_resume.pop(origin.source, None)
+            if saved is not None and saved[0] == origin.offset and saved[1] == head:
+                skip_to = saved[2]
+            track = self._files[origin.source] = [origin.offset, head, origin.offset, skip_to]
+        if origin.offset <= track[3]:
+            self.resumed_past += 1
+            return True
+        track[2] = max(track[2], origin.offset)
+        return False
 
     def advance_idle(self, seconds: float) -> None:
         """No input for a while: move event time on by the wall-clock gap and close windows."""
@@ -397,8 +429,17 @@ class Pipeline:
         self.telemetry.unwatch("evictions", self.evictions)
 
     def checkpoint(self, offsets: dict[str, int] | None = None) -> list[Alert]:
-        """Flush writers, then persist processing state (with the offsets it corresponds to)."""
+        """Flush writers, then persist processing state (with the offsets it corresponds to).
+
+        Without ``offsets`` (file mode) the positions reached in each input file are saved.
+        """
         written = self.flush()
+        if offsets is None and (self._files or self._file_resume):
+            offsets = {}
+            for source, (first, head, last) in self._file_resume.items():
+                offsets.update(_file_offsets(source, first, head, last))
+            for source, (first, head, last, skip_to) in self._files.items():
+                offsets.update(_file_offsets(source, first, head, max(last, skip_to)))
         self.feedback_rules.reload()
         state = {
             "version": STATE_VERSION,
@@ -412,6 +453,31 @@ class Pipeline:
         self.checkpoints.save_checkpoint(self.checkpoint_scope, "pipeline",
                                    pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), offsets)
         return written
+
+
+_FILE_KEYS = ("file-first:", "file-head:", "file-last:")
+
+
+def _head_hash(payload: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=7).digest(), "big")
+
+
+def _file_offsets(source: str, first: int, head: int, last: int) -> dict[str, int]:
+    return dict(zip((k + source for k in _FILE_KEYS), (first, head, last), strict=True))
+
+
+def _file_positions(offsets: dict[str, int]) -> dict[str, list[int]]:
+    """source -> [first offset, first record hash, last offset] from checkpoint offsets.
+
+    >>> _file_positions(_file_offsets("a.log", 1, 99, 42) | {"topic:0": 7})
+    {'a.log': [1, 99, 42]}
+    """
+    out: dict[str, list[int]] = {}
+    for key, value in offsets.items():
+        for index, prefix in enumerate(_FILE_KEYS):
+            if key.startswith(prefix):
+                out.setdefault(key[len(prefix):], [0, 0, -1])[index] = int(value)
+    return out
 
 
 def _check_quiet_periods(quiet_periods: dict[str, float]) -> None:

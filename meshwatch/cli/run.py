@@ -76,6 +76,9 @@ def run(
         bool, typer.Option("--fresh", help="Ignore the checkpoint in the store; start cold.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Kafka mode: serve /metrics, /livez and /readyz (no auth, no data) on this port "
+             "from the worker itself, for Prometheus and orchestrator probes.")] = None,
     stage: Annotated[str, typer.Option(
         help="Kafka mode: all (one process does everything), or a scale-out stage: normalize "
              "(raw topics -> EdgeEvents keyed by source), detect (EdgeEvents -> windows, "
@@ -94,10 +97,11 @@ def run(
     if stage != "all":
         if input_files:
             fail("--stage is for Kafka mode; files are processed by one process (--stage all)")
-        run_stage(settings, stage, quiet=quiet)
+        run_stage(settings, stage, quiet=quiet, metrics_port=metrics_port)
         return
     if not input_files:
-        run_kafka(settings, alerts_out=alerts_out, serve=serve, quiet=quiet, fresh=fresh)
+        run_kafka(settings, alerts_out=alerts_out, serve=serve, quiet=quiet, fresh=fresh,
+                  metrics_port=metrics_port)
         return
     for path in input_files:
         if str(path) != "-" and not path.is_file():
@@ -244,8 +248,27 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
+def _health(settings: Settings, port: int | None, worker: Any) -> Any:
+    """Start the worker's health/metrics endpoint when a port is given."""
+    if port is None:
+        return None
+    from meshwatch.health import HealthServer
+
+    stuck_after = settings.kafka.max_poll_interval
+
+    def live() -> bool:
+        return time.monotonic() - worker.last_loop < stuck_after
+
+    def ready() -> bool:
+        return worker.source.consumer is not None
+
+    server = HealthServer("0.0.0.0", port, live, ready).start()  # noqa: S104 - probes/scrapes
+    err_console.print(f"metrics and probes on :{server.port} (/metrics /livez /readyz)")
+    return server
+
+
 def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: bool,
-              fresh: bool = False) -> None:
+              fresh: bool = False, metrics_port: int | None = None) -> None:
     """Consume the configured topics until SIGTERM/SIGINT (flush, commit, exit 0)."""
     import logging
 
@@ -279,6 +302,7 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     worker.install_signal_handlers()
     pipeline.notifier.start()
     server = _api_thread(settings, pipeline.store, pipeline) if serve else None
+    health = _health(settings, metrics_port, worker)
     topics = ", ".join(f"{k} ({v.format})" for k, v in settings.kafka.topics.items())
     err_console.print(f"consuming {topics} from {', '.join(settings.kafka.bootstrap_servers)} "
                       f"as group {settings.kafka.group_id!r}; Ctrl-C to stop")
@@ -304,6 +328,8 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     finally:
         if server is not None:
             server.should_exit = True
+        if health is not None:
+            health.stop()
         if dead_letters is not None:
             dead_letters.close()
         pipeline.notifier.stop()
@@ -315,7 +341,8 @@ def run_kafka(settings: Settings, alerts_out: Path | None, serve: bool, quiet: b
     }, Console())
 
 
-def run_stage(settings: Settings, stage: str, quiet: bool) -> None:
+def run_stage(settings: Settings, stage: str, quiet: bool,
+              metrics_port: int | None = None) -> None:
     """Run one scale-out stage until SIGTERM/SIGINT (see meshwatch/stages.py)."""
     import logging
 
@@ -349,6 +376,9 @@ def run_stage(settings: Settings, stage: str, quiet: bool) -> None:
             closers.append(notifier.stop)
             worker = stages.NotifyWorker(settings, store, notifier)
         worker.install_signal_handlers()
+        health = _health(settings, metrics_port, worker)
+        if health is not None:
+            closers.append(health.stop)
         err_console.print(f"stage {stage}: group {settings.kafka.group_id}-{stage}, brokers "
                           f"{', '.join(settings.kafka.bootstrap_servers)}; Ctrl-C to stop")
         worker.run()
@@ -376,7 +406,8 @@ def _api_thread(settings: Settings, store: Any, pipeline: Any = None) -> Any:
     if pipeline is not None:
         pipeline.alert_listeners.append(app.state.feed.publish)
     config = uvicorn.Config(app, host=settings.api.host,
-                            port=settings.api.port, log_level="warning")
+                            port=settings.api.port, log_level="warning",
+                            timeout_graceful_shutdown=3)  # open SSE streams: cut after 3 s
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="api", daemon=True).start()
     err_console.print(f"alert feed on http://{settings.api.host}:{settings.api.port}")
@@ -394,7 +425,9 @@ def serve_api(settings: Settings, store: Any, notifier: Any = None) -> None:
     bootstrap_token(store, url)
     err_console.print(f"serving the alert feed on {url}/ui/ (Ctrl-C to stop)")
     try:
-        uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
+        # Open SSE streams (the live feed) would hold shutdown forever: cut them after 3 s.
+        uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning",
+                    timeout_graceful_shutdown=3)
     finally:
         if notifier is not None:
             notifier.stop()

@@ -126,15 +126,19 @@ class Alertmanager:
 
 
 @contextlib.contextmanager
-def alertmanager(workdir: Path, webhook_url: str | None = None) -> Iterator[Alertmanager]:
+def alertmanager(workdir: Path, webhook_url: str | None = None,
+                 webhook_token: str | None = None) -> Iterator[Alertmanager]:
     """A real Alertmanager on a free loopback port with a temp config and storage path."""
     port = free_port()
     receivers: list[dict[str, Any]] = [{"name": "null"}]
     route: dict[str, Any] = {"receiver": "null", "group_wait": "0s", "group_interval": "1s",
                              "repeat_interval": "1h", "group_by": ["alertname"]}
     if webhook_url:
-        receivers.append({"name": "meshwatch", "webhook_configs": [
-            {"url": webhook_url, "send_resolved": True}]})
+        hook: dict[str, Any] = {"url": webhook_url, "send_resolved": True}
+        if webhook_token:  # meshwatch's API wants a token (role integration)
+            hook["http_config"] = {"authorization": {"type": "Bearer",
+                                                     "credentials": webhook_token}}
+        receivers.append({"name": "meshwatch", "webhook_configs": [hook]})
         route["receiver"] = "meshwatch"
     config = workdir / f"alertmanager-{port}.yml"
     config.write_text(yaml.safe_dump({"route": route, "receivers": receivers}))

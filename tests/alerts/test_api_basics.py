@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts.api import create_app
+from alerts.tokens import TokenStore
 from meshwatch.records import ALERT_FIELDS, Alert, Endpoint
 from meshwatch.settings import load_settings
 from meshwatch.store import Store
@@ -29,7 +30,9 @@ def client(tmp_path):
     store = Store.open(settings.store)
     store.upsert_alerts([_alert(1, "plaintext_edge"), _alert(2, "first_seen_edge", "resolved"),
                          _alert(3, "plaintext_edge", severity="low")])
-    with TestClient(create_app(store, settings)) as c:
+    _, token = TokenStore(store).create("tester", "viewer")
+    with TestClient(create_app(store, settings),
+                    headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
     store.close()
 

@@ -13,6 +13,7 @@ from alerts.notify import Notifier
 from alerts.outbox import OutboxItem, RetryPolicy
 from meshwatch.settings import load_settings
 from meshwatch.store import Store
+from tests.alerts.api_client import bearer
 from tests.alerts.factories import alert, change
 from tests.alerts.receivers import Receiver
 
@@ -110,7 +111,7 @@ def test_permanent_failure_is_listed_and_can_be_retried_through_the_api(tmp_path
         notifier.submit([change(alert())])
         (item,) = notifier.tick()
         notifier.deliver_now()
-        with TestClient(create_app(store, settings)) as client:
+        with TestClient(create_app(store, settings), headers=bearer(store, "admin")) as client:
             failed = client.get("/api/v1/deliveries/failed").json()["items"]
             assert [f["notification_id"] for f in failed] == [item.id]
             assert failed[0]["last_status"] == 400 and failed[0]["receiver"] == "hooks"

@@ -17,6 +17,7 @@ from alerts.persist import AlertWriter
 from alerts.runbooks import RunbookLinks
 from alerts.silences import SilenceStore, apply_silences
 from meshwatch.settings import load_settings
+from tests.alerts.api_client import bearer
 from tests.alerts.factories import T0, alert, change
 from tests.alerts.receivers import Receiver
 
@@ -115,7 +116,7 @@ def test_a_new_silence_suppresses_matching_stored_alerts(store):
 @pytest.fixture
 def client(tmp_path, store):
     settings = load_settings(overrides={"store": {"path": str(tmp_path / "store")}})
-    with TestClient(create_app(store, settings)) as c:
+    with TestClient(create_app(store, settings), headers=bearer(store, "admin")) as c:
         yield c
 
 

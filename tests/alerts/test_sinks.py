@@ -185,6 +185,7 @@ def test_alertmanager_webhook_round_trip_into_the_feed(tmp_path, store):
     import uvicorn
 
     from alerts.api import create_app
+    from alerts.tokens import TokenStore
     from meshwatch.settings import load_settings
     from tests.alerts.receivers import alertmanager, free_port
 
@@ -196,7 +197,8 @@ def test_alertmanager_webhook_round_trip_into_the_feed(tmp_path, store):
     thread.start()
     try:
         hook = f"http://127.0.0.1:{port}/api/v1/integrations/alertmanager"
-        with alertmanager(tmp_path, webhook_url=hook) as am:
+        _, token = TokenStore(store).create("alertmanager", "integration")
+        with alertmanager(tmp_path, webhook_url=hook, webhook_token=token) as am:
             make("alertmanager", {"url": am.url}).send(notification(alert()))
             deadline = time.monotonic() + 20
             found = []
@@ -351,6 +353,7 @@ def test_alertmanager_webhook_endpoint_validates_and_tracks_status(tmp_path, sto
 
     from alerts.api import create_app
     from meshwatch.settings import load_settings
+    from tests.alerts.api_client import bearer
 
     settings = load_settings(overrides={"store": {"path": str(tmp_path / "store")}})
     item = {"status": "firing", "labels": {"alertname": "IstioPlaintext", "severity": "critical",
@@ -361,7 +364,7 @@ def test_alertmanager_webhook_endpoint_validates_and_tracks_status(tmp_path, sto
     body = {"version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "meshwatch",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
             "externalURL": "http://am:9093", "alerts": [item]}
-    with TestClient(create_app(store, settings)) as client:
+    with TestClient(create_app(store, settings), headers=bearer(store, "admin")) as client:
         url = "/api/v1/integrations/alertmanager"
         assert client.post(url, json={**body, "version": "3"}).status_code == 422
         missing = client.post(url, json={k: v for k, v in body.items() if k != "alerts"})

@@ -9,6 +9,7 @@ from meshwatch.pipeline import Pipeline
 from meshwatch.records import Origin, RawRecord
 from meshwatch.settings import load_settings
 from meshwatch.store import Store
+from tests.alerts.api_client import bearer
 from tests.ingest.istio_lines import inbound_line
 
 CONTRACT = (
@@ -30,7 +31,7 @@ def test_metrics_endpoint_reports_the_contract(tmp_path):
         pipeline.process(records)
         pipeline.finish()
         pipeline.checkpoint()
-        with TestClient(create_app(store, settings)) as client:
+        with TestClient(create_app(store, settings), headers=bearer(store, "viewer")) as client:
             text = client.get("/metrics").text
         for name in CONTRACT:
             assert name in text, name
