@@ -30,6 +30,9 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: 8080).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Also serve /metrics, /livez, /readyz without authentication on this port (for "
+             "Prometheus and probes; the API's own /metrics needs a viewer token).")] = None,
     config: ConfigOption = None,
 ) -> None:
     from meshwatch.cli.run import serve_api
@@ -41,4 +44,20 @@ def serve(
         store = Store.open(settings.store)
     except StoreError as exc:
         fail(str(exc))
-    serve_api(settings, store)
+    health = None
+    if metrics_port is not None:
+        from meshwatch.health import HealthServer
+
+        def ready() -> bool:
+            try:
+                store.query("SELECT 1 AS ok")
+            except StoreError:
+                return False
+            return True
+
+        health = HealthServer("0.0.0.0", metrics_port, lambda: True, ready).start()  # noqa: S104
+    try:
+        serve_api(settings, store)
+    finally:
+        if health is not None:
+            health.stop()

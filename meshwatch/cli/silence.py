@@ -42,6 +42,12 @@ ApiOption = Annotated[
                                "instead of opening the store."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help="API token for --api (default: $MESHWATCH_TOKEN); silences "
+                                 "need an admin token to change, a viewer token to list.",
+                 show_default=False),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -66,11 +72,18 @@ def _silences(config: Path | None, store_path: Path | None) -> Iterator[Any]:
         store.close()
 
 
-def _api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+def _api(method: str, url: str, token: str | None,
+         body: dict[str, Any] | None = None) -> Any:
     import httpx
 
+    from meshwatch.settings import env_flag
+
+    token = token or env_flag("MESHWATCH_TOKEN")
+    if not token:
+        fail("--api needs a token: --token or MESHWATCH_TOKEN (meshwatch token create)")
     try:
-        response = httpx.request(method, url, json=body, timeout=10.0)
+        response = httpx.request(method, url, json=body, timeout=10.0,
+                                 headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         fail(f"cannot reach the meshwatch API: {type(exc).__name__}: {exc}")
     if response.status_code >= 400:
@@ -120,6 +133,7 @@ def create(
     starts_at: Annotated[str | None, typer.Option(
         help="Start time, RFC 3339 (default: now).")] = None,
     api: ApiOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
     store_path: StoreOption = None,
     config: ConfigOption = None,
@@ -145,7 +159,7 @@ def create(
     if api:
         body = {"matchers": matcher, "created_by": creator, "comment": comment,
                 "duration": duration, "starts_at": starts_at, "ends_at": ends_at}
-        _print([_api("POST", f"{api.rstrip('/')}/api/v1/silences", body)], as_json)
+        _print([_api("POST", f"{api.rstrip('/')}/api/v1/silences", token, body)], as_json)
         return
     with _silences(config, store_path) as silences:
         try:
@@ -161,6 +175,7 @@ def list_(
     state: Annotated[str | None, typer.Option(
         help="Only silences in this state: active, pending or expired.")] = None,
     api: ApiOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
     store_path: StoreOption = None,
     config: ConfigOption = None,
@@ -170,7 +185,7 @@ def list_(
         fail(f"--state: expected active, pending or expired, got {state!r}")
     if api:
         query = f"?state={state}" if state else ""
-        _print(_api("GET", f"{api.rstrip('/')}/api/v1/silences{query}")["items"], as_json)
+        _print(_api("GET", f"{api.rstrip('/')}/api/v1/silences{query}", token)["items"], as_json)
         return
     with _silences(config, store_path) as silences:
         _print([s.to_dict() for s in silences.list(state)], as_json)  # type: ignore[arg-type]
@@ -180,13 +195,14 @@ def list_(
 def expire(
     silence_id: Annotated[str, typer.Argument(metavar="ID", help="The silence id (sil-...).")],
     api: ApiOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
     store_path: StoreOption = None,
     config: ConfigOption = None,
 ) -> None:
     """End a silence now; the alerts it suppressed open again and notify."""
     if api:
-        _print([_api("DELETE", f"{api.rstrip('/')}/api/v1/silences/{silence_id}")], as_json)
+        _print([_api("DELETE", f"{api.rstrip('/')}/api/v1/silences/{silence_id}", token)], as_json)
         return
     with _silences(config, store_path) as silences:
         silence = silences.expire(silence_id)
