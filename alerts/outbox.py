@@ -39,6 +39,7 @@ from alerts.sinks.base import Notification, PermanentDelivery, RetryableDelivery
 from alerts.versioning import next_version
 from meshwatch.store import Store, StoreError
 from meshwatch.store.store import ch_ts
+from meshwatch.telemetry import get_telemetry
 
 log = logging.getLogger("meshwatch.alerts.outbox")
 
@@ -364,6 +365,8 @@ class DeliveryWorker:
                       redact(error, sink.secrets()))
         error = redact(error, sink.secrets())
         seconds = time.monotonic() - started
+        get_telemetry().notifications.add(1, {"sink": self.integration.sink_name,
+                                              "outcome": outcome})
         now = self.clock()
         item.last_status, item.last_error = status, error
         if outcome == "retry" and now - item.created_at >= self.policy.give_up_after:

@@ -45,6 +45,7 @@ from meshwatch.pipeline import Pipeline, split_lines
 from meshwatch.records import Alert, EdgeEvent, ParseFailure, RawRecord
 from meshwatch.settings import KafkaSettings, Settings, TopicSettings
 from meshwatch.store import Store, StoreError
+from meshwatch.telemetry import get_telemetry, labels
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class StageWorker:
         self.commits = 0
         self.paused = False
         self.last_loop = time.monotonic()
+        self.telemetry = get_telemetry()
+        self._lag: dict[tuple[tuple[str, str], ...], float] = {}
+        self._lag_checked = 0.0
         self._new: list[TopicPartition] = []
         source.on_assign = self._on_assign
         source.on_revoke = self._on_revoke
@@ -130,7 +134,23 @@ class StageWorker:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
+    def lag(self) -> dict[tuple[tuple[str, str], ...], float]:
+        return dict(self._lag)
+
+    def _refresh_lag(self) -> None:
+        """Consumer lag per partition, read on the loop thread (the consumer is not thread-safe)
+        and served to /metrics from this cache."""
+        self._lag_checked = time.monotonic()
+        try:
+            lag = self.source.lag()
+        except Exception as exc:  # best effort: consumption goes on
+            log.debug("lag unavailable: %s", exc)
+            return
+        self._lag = {labels(topic=k.rsplit(":", 1)[0], partition=k.rsplit(":", 1)[1]): float(v)
+                     for k, v in lag.items()}
+
     def run(self) -> None:
+        self.telemetry.watch("lag", self.lag)
         self.source.start()
         last = time.monotonic()
         dirty = False
@@ -141,6 +161,8 @@ class StageWorker:
                 self.last_loop = time.monotonic()
                 if self._new:
                     self._take_new()
+                if time.monotonic() - self._lag_checked >= 10.0:
+                    self._refresh_lag()
                 if records:
                     by_partition: dict[TopicPartition, list[RawRecord]] = defaultdict(list)
                     for record in records:
@@ -171,6 +193,7 @@ class StageWorker:
             self.source.close()
             self.close()
             self.checkpoints.close()
+            self.telemetry.unwatch("lag", self.lag)
 
     def _commit_all(self) -> None:
         self.checkpoint(list(self.source.positions))
@@ -258,6 +281,7 @@ class NormalizeWorker(StageWorker):
 
     def handle(self, tp: TopicPartition, records: list[RawRecord]) -> None:
         parser = self._parser(tp, records[0].format)
+        events_before, dead_before = self.events, len(self.dead)
         for record in records:
             origin = str(record.origin)
             index = 0
@@ -268,6 +292,12 @@ class NormalizeWorker(StageWorker):
         # Spans whose partner did not come within the pairing TTL (event time) go out alone.
         for item in parser.flush(self.max_ts):
             self._emit(item, None)
+        attrs = {"topic": tp.topic, "format": records[0].format}
+        self.telemetry.records_consumed.add(len(records), attrs)
+        self.telemetry.records_parsed.add(self.events - events_before, attrs)
+        for failure in self.dead[dead_before:]:
+            self.telemetry.parse_failures.add(1, {**attrs, "reason":
+                                                  failure.reason.split(":", 1)[0][:80]})
 
     def _emit(self, item: EdgeEvent | ParseFailure, key: str | None) -> None:
         if isinstance(item, ParseFailure):
