@@ -88,11 +88,13 @@ def demo(
     store = result["store"]
     alerts = store.list_alerts(limit=200)
     table = Table(show_lines=False)
-    for column in ("severity", "detector", "title", "count", "first seen"):
-        table.add_column(column)
+    for column in ("first seen", "severity", "detector", "count", "title"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    room = max(30, console.width - 62)  # one line per alert: shorten long titles
     for alert in sorted(alerts, key=lambda a: a.first_seen):
-        table.add_row(alert.severity, alert.detector, alert.title, str(alert.count),
-                      alert.first_seen.astimezone(UTC).strftime("%H:%M:%S"))
+        title = alert.title if len(alert.title) <= room else alert.title[: room - 1] + "…"
+        table.add_row(alert.first_seen.astimezone(UTC).strftime("%H:%M:%S"), alert.severity,
+                      alert.detector, str(alert.count), title)
     console.print(table)
     console.print(f"{len(alerts)} alerts; labelled attacks: "
                   + ", ".join(sorted({a['kind'] for a in attacks})))
