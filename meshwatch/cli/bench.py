@@ -20,7 +20,8 @@ from rich.table import Table
 from meshwatch.cli.common import err_console, fail
 
 bench_app = typer.Typer(
-    help="Benchmarks that print measured figures: ingest, store, alerts, api, detectors, NAB.",
+    help="Benchmarks that print measured figures: ingest, store, scale, alerts, api, detectors, "
+         "NAB.",
     no_args_is_help=True,
 )
 

@@ -44,13 +44,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"meshwatch.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command group not built yet
-        if exc.name != f"meshwatch.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"meshwatch.cli.{_name}").register(app)
 
 
 def main() -> None:
