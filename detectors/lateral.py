@@ -17,11 +17,16 @@ from detectors.findings import (
     observed_at,
     source_endpoint,
 )
+from detectors.observations import failed as call_failed
 from meshwatch.bounded import BoundedMap
 from meshwatch.records import Finding, Severity
 
 _VERSION_SUFFIX = re.compile(r"(-v\d+[a-z0-9]*|-canary|-stable|-primary|-blue|-green)$")
 _MAX_GROUPS_PER_DESTINATION = 256
+# Every edge's first observation in a window is a "first" note (denials get their own); the
+# other notes repeat an edge already seen, so they are skipped (cost follows edges).
+_EDGE_NOTES = (None, "first", "denied")
+_REFRESH = 300.0  # an edge learned this recently under every name is not learned again
 
 
 def workload_group(namespace: str | None, workload: str | None) -> str | None:
@@ -52,6 +57,18 @@ class _Destination:
     first_seen: float
     groups: set[str] = field(default_factory=set)
     namespaces: dict[str, int] = field(default_factory=dict)
+    windows: int = 0  # windows in which anyone called it
+    last_window: float = -1.0
+
+
+def _window_of(x: Mapping[str, Any], now: float) -> float:
+    start = x.get("window_start")
+    return start.timestamp() if isinstance(start, datetime) else now - now % 60.0
+
+
+# identities_ values: [first seen, windows active at either end of an edge, last window]. Older
+# checkpoints hold a bare first-seen float: treated as an identity active long enough.
+_Identity = list[float]
 
 
 @DETECTORS.register("first_seen_edge")
@@ -59,13 +76,18 @@ class FirstSeenEdge(Detector):
     """First call from a source to a destination after the source's learning period.
 
     Not a flat "new edge" alarm: the score says how unusual the destination is for this source
-    and its peers. Siblings (other versions of the same app, or the same workload identity)
+    and its peers. A source is judged once its identity is older than ``learning_period`` and
+    was active (at either end of an edge) in at least ``min_active_windows`` windows: a
+    workload that ran twice in an hour has not shown its habits yet. A destination active in
+    fewer windows is too sparse to know its callers, and is treated like a rollout.
+
+    Siblings (other versions of the same app, or the same workload identity)
     already calling the destination make it a canary, not an attack; a destination that is
     itself brand new and answers successfully looks like a rollout; many peers in the source's
     namespace calling it make it ordinary. A denied first call (403/RBAC) raises the score.
 
     >>> from datetime import datetime, timedelta, UTC
-    >>> det = FirstSeenEdge(learning_period=60)
+    >>> det = FirstSeenEdge(learning_period=60, min_active_windows=1)
     >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
     >>> def obs(src, dst, minutes, code=200, wl="ratings-v1"):
     ...     return {"edge_src": src, "edge_dst": dst, "ts": t0 + timedelta(minutes=minutes),
@@ -94,6 +116,7 @@ class FirstSeenEdge(Detector):
         max_destinations: int = 50_000,
         max_destinations_per_source: int = 1024,
         state_ttl: float = 14 * 86400.0,
+        min_active_windows: int = 10,
     ) -> None:
         self.learning_period = learning_period
         self.rollout_grace = rollout_grace
@@ -101,6 +124,7 @@ class FirstSeenEdge(Detector):
         self.max_destinations = max_destinations
         self.max_destinations_per_source = max_destinations_per_source
         self.state_ttl = state_ttl
+        self.min_active_windows = min_active_windows
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +134,8 @@ class FirstSeenEdge(Detector):
         for key in ("learning_period", "rollout_grace", "state_ttl"):
             if key in params:
                 params[key] = parse_duration(params[key])
-        for key in ("max_sources", "max_destinations", "max_destinations_per_source"):
+        for key in ("max_sources", "max_destinations", "max_destinations_per_source",
+                    "min_active_windows"):
             if key in params and (not isinstance(params[key], int) or params[key] < 1):
                 raise ValueError(f"{key}: must be a positive integer")
         return params
@@ -122,8 +147,8 @@ class FirstSeenEdge(Detector):
             self.sources_: BoundedMap[str, _Source] = BoundedMap(self.max_sources, self.state_ttl)
             # When each identity (principal, namespace/workload) was first seen at either end of
             # an edge: a service that has only ever been called is not new when it first calls.
-            self.identities_: BoundedMap[str, float] = BoundedMap(self.max_sources,
-                                                                 self.state_ttl)
+            self.identities_: BoundedMap[str, _Identity | float] = BoundedMap(
+                self.max_sources, self.state_ttl)
             self.destinations_: BoundedMap[str, _Destination] = BoundedMap(
                 self.max_destinations, self.state_ttl
             )
@@ -135,18 +160,35 @@ class FirstSeenEdge(Detector):
             return 0
         return len(self.sources_) + len(self.destinations_) + len(self.identities_)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints written before ``min_active_windows`` existed restore with the default
+        # (their identities count as active enough, see `_active`).
+        self.__dict__.update({"min_active_windows": 10, **state})
+
     # -- protocol --------------------------------------------------------------------------
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
+        if x.get("note") not in _EDGE_NOTES:
+            return
         self._state()
         src, dst, now = x.get("edge_src"), x.get("edge_dst"), _ts(x)
         if not src or not dst:
             return
+        if now >= getattr(self, "next_expiry_", 0.0):  # TTL on event time
+            for store in (self.sources_, self.identities_, self.destinations_):
+                store.expire(now)
+            self.next_expiry_ = now + self.state_ttl / 10
         namespace = x.get("source_namespace") or x.get("src_namespace")
         aliases = self._source_identities(x, src)
+        window = _window_of(x, now)
         for identity in (*aliases, *self._destination_identities(x)):
-            first = self.identities_.get(identity)
-            self.identities_.put(identity, now if first is None else min(first, now), now)
+            self._active(identity, now, window)
+        known_dst = self.destinations_.get(dst)
+        if known_dst is not None and getattr(known_dst, "last_window", -1.0) != window:
+            known_dst.windows = getattr(known_dst, "windows", 0) + 1
+            known_dst.last_window = window
+        if self._fresh(aliases, dst, now):
+            return  # this edge was learned under every name within the last minutes
         # The same caller may be keyed by its principal, its workload or its address depending
         # on what each record knew; an edge is known when any of its names called dst.
         peer = aliases[-1]
@@ -157,19 +199,44 @@ class FirstSeenEdge(Detector):
                 if alias == peer and namespace:
                     self.namespace_sources_[namespace] = (
                         self.namespace_sources_.get(namespace, 0) + 1)
-            if dst not in source.destinations:
-                if len(source.destinations) >= self.max_destinations_per_source:
-                    source.destinations.pop(next(iter(source.destinations)))
-                    self.destination_overflow_ += 1
-                source.destinations[dst] = now
+            if dst not in source.destinations and (
+                    len(source.destinations) >= self.max_destinations_per_source):
+                source.destinations.pop(next(iter(source.destinations)))
+                self.destination_overflow_ += 1
+            source.destinations[dst] = now  # last seen (membership is what scoring uses)
             self.sources_.put(alias, source, now)
-        destination = self.destinations_.get(dst) or _Destination(first_seen=now)
+        destination = self.destinations_.get(dst)
+        if destination is None:
+            destination = _Destination(first_seen=now, windows=1, last_window=window)
         if namespace and peer not in destination.groups:
             destination.namespaces[namespace] = destination.namespaces.get(namespace, 0) + 1
         for group in (peer, *self._groups(x, src)):
             if len(destination.groups) < _MAX_GROUPS_PER_DESTINATION:
                 destination.groups.add(group)
         self.destinations_.put(dst, destination, now)
+
+    def _active(self, identity: str, now: float, window: float) -> None:
+        """Count the windows an identity is active in (and keep its first sighting)."""
+        entry = self.identities_.get(identity)
+        if entry is None:
+            self.identities_.put(identity, [now, 1.0, window], now)
+        elif not isinstance(entry, list):  # an older checkpoint's first-seen time
+            self.identities_.put(identity, [entry, float(self.min_active_windows), window], now)
+        elif entry[2] != window:
+            entry[0] = min(entry[0], now)
+            entry[1] += 1.0
+            entry[2] = window
+            self.identities_.put(identity, entry, now)
+
+    def _fresh(self, aliases: list[str], dst: str, now: float) -> bool:
+        for alias in aliases:
+            source = self.sources_.get(alias)
+            if source is None:
+                return False
+            seen = source.destinations.get(dst)
+            if seen is None or now - seen > _REFRESH:
+                return False
+        return True
 
     @staticmethod
     def _source_identities(x: Mapping[str, Any], src: str) -> list[str]:
@@ -195,10 +262,21 @@ class FirstSeenEdge(Detector):
         return ids
 
     def _age(self, x: Mapping[str, Any], src: str, now: float) -> float:
-        """How long this caller's identity has been known, at either end of any edge."""
-        seen = [self.identities_.get(i) for i in self._source_identities(x, src)]
-        known = [t for t in seen if t is not None]
-        return now - min(known) if known else 0.0
+        """How long this caller's identity has been known, at either end of any edge; 0 while it
+        has been active in fewer than ``min_active_windows`` windows."""
+        first: float | None = None
+        active = 0.0
+        for identity in self._source_identities(x, src):
+            entry = self.identities_.get(identity)
+            if entry is None:
+                continue
+            seen, windows = (entry[0], entry[1]) if isinstance(entry, list) else (
+                entry, float(self.min_active_windows))
+            first = seen if first is None else min(first, seen)
+            active = max(active, windows)
+        if first is None or active < self.min_active_windows:
+            return 0.0
+        return now - first
 
     def _groups(self, x: Mapping[str, Any], src: str) -> list[str]:
         groups = [src]
@@ -214,7 +292,7 @@ class FirstSeenEdge(Detector):
         return groups
 
     def score_one(self, x: Mapping[str, Any]) -> float:
-        if not hasattr(self, "sources_"):
+        if not hasattr(self, "sources_") or x.get("note") not in _EDGE_NOTES:
             return 0.0
         src, dst, now = x.get("edge_src"), x.get("edge_dst"), _ts(x)
         if not src or not dst or self._age(x, src, now) < self.learning_period:
@@ -228,11 +306,14 @@ class FirstSeenEdge(Detector):
     def _novelty(self, x: Mapping[str, Any], src: str, dst: str, source: _Source | None,
                  now: float) -> float:
         code = x.get("response_code")
-        failed = code is not None and (code == 0 or code >= 400)
+        failed = call_failed(x)  # TCP proxies log code 0 on success
         destination = self.destinations_.get(dst)
         score = 1.0
-        if destination is None or now - destination.first_seen < self.rollout_grace:
-            # A destination new to the whole mesh that answers is most likely a rollout.
+        if (destination is None or now - destination.first_seen < self.rollout_grace
+                or getattr(destination, "windows", self.min_active_windows)
+                < self.min_active_windows):
+            # A destination new to the whole mesh that answers is most likely a rollout; one
+            # called so rarely that its callers are not known yet gets the same benefit.
             score *= 0.9 if failed else 0.3
         if destination is not None:
             if any(g in destination.groups for g in self._groups(x, src)[1:]):

@@ -1,4 +1,8 @@
-"""Non-mTLS family: plaintext calls into the mesh, judged on destination-side evidence only."""
+"""Non-mTLS family: plaintext calls into the mesh, judged on destination-side evidence only.
+
+STRICT can be declared two ways: ``strict_namespaces`` (names) or the PeerAuthentication files in
+``policy_files`` (per workload and port, Istio precedence; see `detectors.istio_policy`).
+"""
 
 from __future__ import annotations
 
@@ -16,16 +20,20 @@ from detectors.findings import (
     observed_at,
     source_endpoint,
 )
+from detectors.observations import destination_namespace, destination_port, destination_workload
+from detectors.policy import PolicyAware
 from meshwatch.records import Finding, Severity
 
 
 @DETECTORS.register("plaintext_edge")
-class PlaintextEdge(Detector):
+class PlaintextEdge(PolicyAware, Detector):
     """A caller reached a workload without presenting a client certificate.
 
     Only destination-side records can say that (the receiving sidecar saw no peer certificate);
     a source-side record's unknown mTLS never scores. Severity is raised for sensitive services
-    and for namespaces declared STRICT (where plaintext should be impossible).
+    (critical) and for workloads declared STRICT (high: plaintext should be impossible there).
+    One alert per edge; the graph builder notes each new plaintext path once per window, so an
+    allowlisted probe path cannot hide other plaintext calls on the same edge.
 
     >>> from datetime import datetime, UTC
     >>> det = PlaintextEdge(sensitive_services=["vault.*"])
@@ -49,9 +57,15 @@ class PlaintextEdge(Detector):
         self,
         sensitive_services: Sequence[str] = (),
         strict_namespaces: Sequence[str] = (),
+        policy_files: Sequence[str] = (),
+        root_namespace: str = "istio-system",
+        workload_labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.sensitive_services = sensitive_services
         self.strict_namespaces = strict_namespaces
+        self.policy_files = policy_files
+        self.root_namespace = root_namespace
+        self.workload_labels = workload_labels or {}
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,6 +74,7 @@ class PlaintextEdge(Detector):
             value = params.get(key, ())
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{key}: must be a list of names or globs")
+        cls.check_policy_params(params)
         return params
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
@@ -74,8 +89,11 @@ class PlaintextEdge(Detector):
         service = x.get("destination_service") or x.get("dst_service") or ""
         if any(fnmatch.fnmatch(service, pattern) for pattern in self.sensitive_services):
             return "critical"
-        namespace = x.get("destination_namespace") or x.get("dst_namespace")
+        namespace = destination_namespace(x)
         if namespace and namespace in self.strict_namespaces:
+            return "high"
+        if self.policy_files and self.policies().mtls_mode(
+                namespace, destination_workload(x), destination_port(x)) == "STRICT":
             return "high"
         return self.default_severity
 
