@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint notebooks-clean clean
+.PHONY: demo test setup system-deps lint notebooks-clean reliability clean
 
 ## demo: install, simulate a mesh with attacks, detect, and serve the feed on :8080
 demo: setup
@@ -30,6 +30,10 @@ system-deps:
 
 lint: setup
 	$(BIN)/ruff check .
+
+## reliability: run the fault suite (tests/faults) and rewrite the table in docs/reliability.md
+reliability: setup system-deps
+	$(BIN)/python scripts/reliability.py
 
 ## notebooks-clean: strip outputs before committing notebooks (the tests check they are clean)
 notebooks-clean: setup

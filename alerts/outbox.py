@@ -36,6 +36,7 @@ import tenacity
 
 from alerts.routing import Integration
 from alerts.sinks.base import Notification, PermanentDelivery, RetryableDelivery, redact
+from alerts.sinks.http import one_line
 from alerts.versioning import next_version
 from meshwatch.store import Store, StoreError
 from meshwatch.store.store import ch_ts
@@ -363,7 +364,7 @@ class DeliveryWorker:
             # Logged without a traceback: its frames may hold a secret (a Slack URL, a key).
             log.error("sink %s raised unexpectedly: %s", self.integration.id,
                       redact(error, sink.secrets()))
-        error = redact(error, sink.secrets())
+        error = one_line(redact(error, sink.secrets()))  # logged: never a forged line
         seconds = time.monotonic() - started
         get_telemetry().notifications.add(1, {"sink": self.integration.sink_name,
                                               "outcome": outcome})

@@ -3,8 +3,10 @@
 Order matters and is the whole point: offsets are committed only after `Pipeline.checkpoint`
 returned, i.e. after every writer flushed and the processing state was saved. If the store is
 unavailable the worker pauses its partitions (backpressure: nothing more is consumed, nothing is
-committed), retries the flush with backoff and resumes when it succeeds. SIGTERM/SIGINT stop the
-loop cleanly: a last checkpoint and commit, then exit 0.
+committed), retries the flush with backoff and resumes when it succeeds. If the brokers cannot be
+reached the checkpoint is still written and only the commit fails: the worker keeps running,
+retries the commit with the same backoff, and a restart resumes from the checkpoint meanwhile.
+SIGTERM/SIGINT stop the loop cleanly: a last checkpoint and commit, then exit 0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from ingest.sources.kafka import KafkaSource, parse_offsets_key
 from meshwatch.pipeline import Pipeline
@@ -38,7 +41,10 @@ class WorkerStatus:
     checkpoints: int = 0
     commits: int = 0
     store_failures: int = 0
+    commit_failures: int = 0
     paused: bool = False
+    #: The last commit failed (brokers unreachable, group rebalancing): retried with backoff.
+    commit_failing: bool = False
     last_error: str | None = None
 
 
@@ -127,16 +133,20 @@ class KafkaWorker:
                     self.pipeline.advance_idle(now - last_record)
                     last_record = now
                     self._dirty = True
-                due = now - last_checkpoint >= (backoff if self.status.paused
-                                                else self.commit_interval)
+                retrying = self.status.paused or self.status.commit_failing
+                due = now - last_checkpoint >= (backoff if retrying else self.commit_interval)
                 if self._dirty and due:
                     try:
                         self._checkpoint_and_commit()
                         backoff = 1.0
                         if self.status.paused:
                             self._resume_consuming()
+                        self._commit_recovered()
                     except StoreError as exc:
                         self._pause_consuming(str(exc))
+                        backoff = min(backoff * 2, 60.0)
+                    except KafkaError as exc:
+                        self._commit_failed(exc)
                         backoff = min(backoff * 2, 60.0)
                     last_checkpoint = time.monotonic()
                 if now - self._lag_checked >= LAG_INTERVAL:
@@ -150,6 +160,9 @@ class KafkaWorker:
                 self._checkpoint_and_commit()
             except StoreError as exc:
                 log.error("final checkpoint failed, offsets not committed: %s", exc)
+            except KafkaError as exc:
+                log.error("final commit failed (the next start resumes from the saved "
+                          "checkpoint): %s", exc)
             self.source.close()
             self.pipeline.telemetry.unwatch("lag", self.lag)
 
@@ -175,6 +188,24 @@ class KafkaWorker:
         self.source.commit(blocking=blocking)
         self.status.commits += 1
         self._dirty = False
+
+    def _commit_failed(self, exc: KafkaError) -> None:
+        """The checkpoint was saved but the commit did not reach the brokers: keep going.
+
+        Safe: a restart resumes from the checkpoint's offsets (never behind the committed
+        ones), and the next successful commit covers everything up to it.
+        """
+        self.status.commit_failures += 1
+        self.status.last_error = f"offset commit failed: {exc}"
+        if not self.status.commit_failing:
+            log.error("offset commit failed, retrying with backoff: %s", exc)
+        self.status.commit_failing = True
+
+    def _commit_recovered(self) -> None:
+        if self.status.commit_failing:
+            self.status.commit_failing = False
+            self.status.last_error = None
+            log.info("offset commits succeed again")
 
     def _pause_consuming(self, error: str) -> None:
         self.status.store_failures += 1

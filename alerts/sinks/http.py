@@ -53,6 +53,18 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped.
+
+    >>> one_line("oops\\n2026-01-01 CRITICAL forged\\x1b[31m")
+    'oops\\\\n2026-01-01 CRITICAL forged\\\\x1b[31m'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def quiet_http_logs() -> None:
     """httpx logs every request line at INFO, full URL included: a Slack webhook URL is the
     credential itself, so those loggers are held at WARNING once a sink sends."""
@@ -99,7 +111,9 @@ class HttpPoster:
         code = response.status_code
         if 200 <= code < 300:
             return
-        body = redact(response.text[:200].strip(), self.secrets)
+        # The body is the receiver's text: one line, control characters escaped, so a hostile
+        # or broken receiver cannot forge log lines or terminal escapes in our logs.
+        body = one_line(redact(response.text[:200].strip(), self.secrets))
         suffix = f": {body}" if body else ""
         if code >= 500 or code in RETRYABLE_STATUS:
             raise RetryableDelivery(f"{target}: HTTP {code}{suffix}",

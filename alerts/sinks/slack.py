@@ -33,6 +33,17 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def escape(text: str) -> str:
+    """Escape Slack's mrkdwn control characters in data (titles, names, paths come from
+    traffic an attacker can shape: ``<!channel>`` would page everyone, ``<url|x>`` forge a
+    link).
+
+    >>> escape("<!channel> & <https://evil|docs>")
+    '&lt;!channel&gt; &amp; &lt;https://evil|docs&gt;'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @SINKS.register("slack")
 class SlackSink(Sink):
     """Post to a Slack incoming webhook with Block Kit blocks.
@@ -80,16 +91,16 @@ class SlackSink(Sink):
         mark = ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.severity, "")
         state = "RESOLVED " if resolved else ""
         fields = [
-            ("Severity", alert.severity),
-            ("Edge", f"`{edge_text(alert)}`"),
-            ("Detector", alert.detector),
+            ("Severity", escape(alert.severity)),
+            ("Edge", f"`{escape(edge_text(alert))}`"),
+            ("Detector", escape(alert.detector)),
             ("Count", f"{alert.count} (last {alert.last_seen:%Y-%m-%d %H:%M:%S} UTC)"),
         ]
         if alert.mitre:
-            fields.append(("MITRE ATT&CK", ", ".join(alert.mitre)))
+            fields.append(("MITRE ATT&amp;CK", escape(", ".join(alert.mitre))))
         return [
             {"type": "section", "text": {"type": "mrkdwn", "text": _cut(
-                f"{mark} *{state}{alert.title}*\n{alert.summary}", 3000)}},
+                f"{mark} *{state}{escape(alert.title)}*\n{escape(alert.summary)}", 3000)}},
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": _cut(f"*{k}*\n{v}", 2000)} for k, v in fields]},
             {"type": "actions", "elements": [
@@ -116,7 +127,8 @@ class SlackSink(Sink):
         if rest > 0:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
                 f"and {rest} more alert(s): <{notification.feed_url}|open the feed>")}]})
-        return {"text": head, "blocks": blocks}
+        # The top-level text (notifications, fallback) is mrkdwn too; the header is plain.
+        return {"text": escape(head), "blocks": blocks}
 
     def send(self, notification: Notification) -> None:
         body = json.dumps(self.message(notification), default=str).encode()

@@ -86,8 +86,8 @@ def json_int(value: Any, what: str) -> int:
         raise RecordError(f"{what}: expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and value.isascii() and value.removeprefix("-").isdigit():
+        return int(value)  # one sign at most: "--1" is not a number (int() would raise)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if value is None:

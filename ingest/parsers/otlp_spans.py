@@ -25,6 +25,7 @@ from ingest.parsers.common import (
     TS_MAX_NS,
     TS_MIN_NS,
     RecordError,
+    checked,
     failure,
     guarded,
     ns_to_datetime,
@@ -99,7 +100,7 @@ class _SpanParser:
         self.skipped = 0
 
     def flush(self, now: float | None = None) -> ParseResult:
-        return list(self.pairer.flush(now))
+        return checked(self.name, list(self.pairer.flush(now)))
 
     def _add(self, results: ParseResult, origin: Origin, payload: bytes, n: int,
              build: Callable[[Any, Any], SpanRecord | None], span: Any, resource: Any) -> None:

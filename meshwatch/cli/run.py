@@ -75,6 +75,10 @@ def run(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Ignore the checkpoint in the store; start cold.")
     ] = False,
+    checkpoint_interval: Annotated[float, typer.Option(
+        "--checkpoint-interval", min=0.1,
+        help="File mode: seconds between checkpoints (flush + saved state). A killed run "
+             "resumes from the last one when rerun on the same store.")] = CHECKPOINT_SECONDS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     metrics_port: Annotated[int | None, typer.Option(
         help="Kafka mode: serve /metrics, /livez and /readyz (no auth, no data) on this port "
@@ -107,7 +111,8 @@ def run(
         if str(path) != "-" and not path.is_file():
             fail(f"input file not found: {path}")
     summary = run_files(settings, input_files, format_name, format_string, alerts_out,
-                        fresh=fresh, quiet=quiet, serve=serve)
+                        fresh=fresh, quiet=quiet, serve=serve,
+                        checkpoint_interval=checkpoint_interval)
     print_summary(summary, Console())
     if serve:
         serve_api(settings, summary["store"], notifier=summary["notifier"])
@@ -140,15 +145,20 @@ def run_files(
     fresh: bool = False,
     quiet: bool = False,
     serve: bool = False,
+    checkpoint_interval: float = CHECKPOINT_SECONDS,
 ) -> dict[str, Any]:
     """Process files to completion; returns the run summary (the store stays open).
 
     Notifications are delivered while the files are processed; at the end the run waits up
     to ``alerts.delivery.drain_timeout`` for the rest and leaves what is still undelivered in
     the outbox for the next run. With ``serve`` delivery goes on while the API is up.
+
+    A store failure (full disk, broken directory) ends the run with one line naming it: what
+    the last checkpoint covers is safe, and rerunning the same command resumes from there.
     """
     from ingest.sources.files import read_records
     from meshwatch.settings import ConfigError
+    from meshwatch.store import StoreError
 
     options: dict[str, dict[str, Any]] = {}
     if format_string:
@@ -171,21 +181,26 @@ def run_files(
         console=err_console, disable=quiet, transient=False,
     )
     last_checkpoint = time.monotonic()
-    with progress:
-        task = progress.add_task("processing", total=total or None, events=0)
-        for path in paths:
-            try:
-                records = read_records(path, format_name)
-                for batch, size in _batches(records, BATCH_RECORDS):
-                    pipeline.process(batch)
-                    progress.update(task, advance=size, events=pipeline.stats.events)
-                    if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-                        pipeline.checkpoint()
-                        last_checkpoint = time.monotonic()
-            except OSError as exc:
-                fail(f"cannot read {path}: {exc.strerror or exc}")
-        pipeline.finish()
-        pipeline.checkpoint()
+    try:
+        with progress:
+            task = progress.add_task("processing", total=total or None, events=0)
+            for path in paths:
+                try:
+                    records = read_records(path, format_name)
+                    for batch, size in _batches(records, BATCH_RECORDS):
+                        pipeline.process(batch)
+                        progress.update(task, advance=size, events=pipeline.stats.events)
+                        if time.monotonic() - last_checkpoint > checkpoint_interval:
+                            pipeline.checkpoint()
+                            last_checkpoint = time.monotonic()
+                except OSError as exc:
+                    fail(f"cannot read {path}: {exc.strerror or exc}")
+            pipeline.finish()
+            pipeline.checkpoint()
+    except StoreError as exc:
+        notifier.stop()
+        fail(f"store write failed, run stopped: {exc}. What the last checkpoint covers is "
+             "stored; rerun the same command to resume from it.")
     notifier.drain(settings.alerts.delivery.drain_timeout)
     if not serve:
         notifier.stop()

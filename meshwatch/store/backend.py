@@ -70,14 +70,31 @@ class ChdbBackend:
             raise StoreError(f"cannot create store directory {self.path}: {exc.strerror}") from None
         if not self.path.is_dir():
             raise StoreError(f"store path {self.path} is not a directory")
-        self._lock = threading.RLock()
         try:
-            self._session = session.Session(str(self.path))
+            opened = session.Session(str(self.path))
         except Exception as exc:  # chdb raises a bare RuntimeError for a locked/corrupt dir
             raise StoreUnavailable(
                 f"cannot open {self.description}: {exc}. Is another meshwatch process using "
                 "this directory? (embedded mode allows one process per store directory)"
             ) from None
+        self._attach(opened)
+
+    @classmethod
+    def over_session(cls, opened: Any, path: Path, description: str) -> ChdbBackend:
+        """A backend over a chdb session opened elsewhere (e.g. with a config file, which a
+        plain directory path cannot pass): same SQL, binding and insert paths."""
+        backend = cls.__new__(cls)
+        backend.path = path
+        backend.description = description
+        backend._attach(opened)
+        return backend
+
+    def _attach(self, opened: Any) -> None:
+        self._lock = threading.RLock()
+        #: The server's failed-insert count as of the last streaming insert (see
+        #: `insert_json_lines`); None: read it afresh.
+        self._failed_seen: int | None = None
+        self._session = opened
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> Any:
         bound = {k: _chdb_param(v) for k, v in params.items()} if params else None
@@ -85,6 +102,7 @@ class ChdbBackend:
             try:
                 return self._session.query(sql, fmt, params=bound)
             except Exception as exc:
+                self._failed_seen = None  # a failed INSERT ... SELECT counts too
                 raise StoreError(f"{self.description}: {_first_line(exc)}") from None
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -103,13 +121,35 @@ class ChdbBackend:
         fmt = "JSONCompactEachRow" if columns else "JSONEachRow"
         target = f"{table} ({', '.join(columns)})" if columns else table
         with self._lock:
+            if self._failed_seen is None:
+                self._failed_seen = self._failed_inserts()
             try:
                 with self._session.send_insert(f"INSERT INTO {target}", fmt) as ins:
                     ins.append(data)
                     ins.finish()
             except Exception as exc:
+                self._failed_seen = None  # the server counted this one: re-read it next time
                 raise StoreError(f"{self.description}: insert into {table}: "
                                  f"{_first_line(exc)}") from None
+            # chdb's streaming insert can fail without raising (measured with chdb 4.4 on a
+            # full disk: NOT_ENOUGH_SPACE, finish() reports every row written, none stored).
+            # The server still counts the failure: then the same rows go through a plain
+            # INSERT, which raises the real error, or stores them if the cause has passed.
+            failed, self._failed_seen = self._failed_seen, self._failed_inserts()
+            if self._failed_seen > failed:
+                self._failed_seen = None
+                try:
+                    self._session.query(f"INSERT INTO {target} FORMAT {fmt}\n"
+                                        + data.decode("utf-8"), "CSV")
+                except Exception as exc:
+                    raise StoreError(f"{self.description}: insert into {table}: "
+                                     f"{_first_line(exc)}") from None
+
+    def _failed_inserts(self) -> int:
+        """The server's FailedInsertQuery counter (0 before the first failure)."""
+        raw = self._session.query("SELECT value FROM system.events "
+                                  "WHERE event = 'FailedInsertQuery'", "CSV").bytes()
+        return int(raw.strip() or 0)
 
     def close(self) -> None:
         # Closing a broken session must not mask the error that broke it.
@@ -178,12 +218,22 @@ def _quote(value: str) -> str:
 
 
 def _chdb_param(value: Any) -> Any:
-    """chdb takes parameter values as ClickHouse text; arrays need their literal form."""
+    r"""chdb takes parameter values as ClickHouse text; arrays need their literal form.
+
+    A String value is read in the escaped (TSV) form, like a server's HTTP parameters: a raw
+    tab or newline is refused (an API path parameter could carry one: that was a 503) and a
+    backslash sequence would be unescaped, so both are escaped here.
+
+    >>> _chdb_param("a\tb\nc\\n"), _chdb_param(["x'y"]), _chdb_param(True)
+    ('a\\tb\\nc\\\\n', "['x\\'y']", 1)
+    """
     if isinstance(value, list | tuple | set):
         items = [_quote(v) if isinstance(v, str) else str(_chdb_param(v)) for v in value]
         return "[" + ",".join(items) + "]"
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
     return value
 
 

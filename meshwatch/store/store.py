@@ -25,9 +25,16 @@ _EVENT_COLUMNS = ("event_id", *EDGE_EVENT_FIELDS, "edge_src", "edge_dst", "recor
 
 
 def ch_ts(ts: datetime) -> str:
-    """A timestamp as ClickHouse's DateTime64 parser wants it in JSONEachRow and parameters."""
+    """A timestamp as ClickHouse's DateTime64 parser wants it in JSONEachRow and parameters.
+
+    The year is always four digits (``strftime("%Y")`` gives ``1`` for year 1, which
+    ClickHouse refuses in one input format and reads as 2001 in another).
+
+    >>> ch_ts(datetime(1, 1, 1, tzinfo=UTC)), ch_ts(datetime(2026, 3, 1, 10, 0, 0, 123456))
+    ('0001-01-01 00:00:00.000', '2026-03-01 10:00:00.123')
+    """
     ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
-    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+    return f"{ts.year:04d}-" + ts.strftime("%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
 
 
 def event_id(origin: str, index: int = 0) -> str:

@@ -117,6 +117,10 @@ def test_serve_answers_the_feed_over_http(run_result):
     port = _free_port()
     empty = work / "empty.log"
     empty.write_text("")
+    created = _cli("token", "create", "--role", "viewer", "--name", "e2e", "--json",
+                   "--store", str(work / "store"))
+    assert created.returncode == 0, created.stderr
+    auth = {"Authorization": f"Bearer {json.loads(created.stdout)['token']}"}
     server = subprocess.Popen(
         [*MESHWATCH, "run", "--input", str(empty), "--store", str(work / "store"), "--serve",
          "--port", str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -124,15 +128,18 @@ def test_serve_answers_the_feed_over_http(run_result):
         deadline = time.monotonic() + 60
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5)
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5,
+                                     headers=auth)
                 break
             except httpx.TransportError:
                 assert server.poll() is None, server.stderr.read().decode()
                 assert time.monotonic() < deadline, "feed did not come up"
                 time.sleep(0.3)
-        assert response.status_code == 200
+        assert response.status_code == 200, response.text
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5).status_code == 401
         assert {a["id"] for a in response.json()["items"]} == {a["id"] for a in alerts}
-        page = httpx.get(f"http://127.0.0.1:{port}/runbooks/plaintext_edge", timeout=5)
+        page = httpx.get(f"http://127.0.0.1:{port}/runbooks/plaintext_edge", timeout=5,
+                         headers=auth)
         assert page.status_code == 200 and "Verify" in page.text
     finally:
         server.terminate()

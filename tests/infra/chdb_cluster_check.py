@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +71,7 @@ def session_backend(session: Any) -> Any:
     session opened with a config file, which ChdbBackend(path) cannot pass."""
     from meshwatch.store.backend import ChdbBackend
 
-    backend = ChdbBackend.__new__(ChdbBackend)
-    backend.path = Path(".")
-    backend.description = "chdb with a one-shard test cluster"
-    backend._lock = threading.RLock()
-    backend._session = session
-    return backend
+    return ChdbBackend.over_session(session, Path("."), "chdb with a one-shard test cluster")
 
 
 def open_session(work: Path, keeper: bool) -> Any:
