@@ -117,7 +117,34 @@ def cli_reference_markdown() -> str:
     return "\n".join(rows)
 
 
+def detectors_table_markdown() -> str:
+    """Every registered detector with its family, input, default state, severity and MITRE
+    ATT&CK ids, from the registry, the built-in config and the first docstring paragraph."""
+    import inspect
+
+    import detectors.catalog  # noqa: F401 - registers the built-ins
+    from detectors.base import DETECTORS
+    from detectors.config import default_config
+
+    defaults = default_config()
+    rows = ["| detector | family | reads | default | severity | MITRE ATT&CK | what it flags |",
+            "|---|---|---|---|---|---|---|"]
+    for name in sorted(DETECTORS.names()):
+        cls = DETECTORS.get(name)
+        if name not in defaults:
+            continue  # a building block (e.g. the NAB value model), not an alerting detector
+        config = defaults[name]
+        state = "on" if config.get("enabled", True) else "opt-in"
+        what = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        what = what.replace("``", "`").replace("|", "\\|")
+        mitre = ", ".join(getattr(cls, "mitre", ()) or ())
+        rows.append(f"| `{name}` | {cls.family} | {cls.consumes} | {state} | "
+                    f"{config.get('severity', cls.default_severity)} | {mitre} | {what} |")
+    return "\n".join(rows)
+
+
 GENERATORS = {
+    "detectors-table": detectors_table_markdown,
     "config-reference": config_reference_markdown,
     "cli-reference": cli_reference_markdown,
 }

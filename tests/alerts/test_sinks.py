@@ -99,14 +99,15 @@ def test_slack_blocks(receiver):
     firing, done = alert(severity="critical"), alert("a/b->c:1", status="resolved")
     sink.send(notification(firing, done))
     body = receiver.wait_for(1)[0].json()
-    assert body["text"].startswith("[FIRING:1] Plaintext call shop/web -> db.pay:5432")
+    # mrkdwn: &, <, > are escaped (Slack renders them back)
+    assert body["text"].startswith("[FIRING:1] Plaintext call shop/web -&gt; db.pay:5432")
     header, section, fields, actions, _divider = body["blocks"][:5]
     assert header["type"] == "header"
-    assert "*Plaintext call shop/web -> db.pay:5432*" in section["text"]["text"]
+    assert "*Plaintext call shop/web -&gt; db.pay:5432*" in section["text"]["text"]
     texts = [f["text"] for f in fields["fields"]]
     assert "*Severity*\ncritical" in texts
-    assert "*Edge*\n`shop/web -> db.pay:5432`" in texts
-    assert any(t.startswith("*MITRE ATT&CK*\nTA0006, T1040") for t in texts)
+    assert "*Edge*\n`shop/web -&gt; db.pay:5432`" in texts
+    assert any(t.startswith("*MITRE ATT&amp;CK*\nTA0006, T1040") for t in texts)
     runbook, feed = actions["elements"]
     assert runbook["text"]["text"] == "Runbook" and runbook["url"] == firing.runbook_url
     assert feed["url"] == f"http://feed.test/api/v1/alerts/{firing.id}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from meshwatch.simulate import FORMAT_FILES
 from tests.simulate.helpers import run_sim
 
+REPO = Path(__file__).resolve().parents[2]
 FILES = [*FORMAT_FILES.values(), "labels.json", "mesh.json"]
 
 
@@ -34,16 +38,31 @@ def test_same_seed_gives_identical_bytes(first: dict[str, bytes], tmp_path: Path
         assert again[name] == first[name], name
 
 
+def _sim_in_fresh_process(out: Path, workers: int) -> tuple[int, int]:
+    """Simulate in a new interpreter: the simulator forks span workers only from a
+    single-threaded process, and this test process may hold threads left by other tests."""
+    code = (
+        "import json, sys; from pathlib import Path; from tests.simulate.helpers import run_sim;"
+        "r = run_sim(Path(sys.argv[1]), duration_s=1200, services=12, rps=2.0,"
+        " span_workers=int(sys.argv[2]), formats=('otlp-proto', 'otlp-json'));"
+        "print(json.dumps([r.summary.span_workers, r.summary.spans]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(workers)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, spans = json.loads(done.stdout.strip().splitlines()[-1])
+    return used, spans
+
+
 def test_span_workers_change_nothing_but_speed(tmp_path: Path) -> None:
     """Windows rendered by 1 or 3 processes join into the same bytes."""
     runs = []
     for workers in (1, 3):
         out = tmp_path / str(workers)
-        run = run_sim(out, duration_s=1200, services=12, rps=2.0, span_workers=workers,
-                      formats=("otlp-proto", "otlp-json"))
-        assert run.summary.span_workers == workers
+        used, spans = _sim_in_fresh_process(out, workers)
+        assert used == workers
         runs.append((_bytes_of(out, ("spans.otlp.pb", "spans.otlp.json", "labels.json")),
-                     run.summary.spans))
+                     spans))
     assert runs[0] == runs[1]
     assert not list(tmp_path.glob("*/.spans-parts"))
 
