@@ -219,9 +219,13 @@ def _stage_handler(stage: str, format_name: str) -> Any:
 
 
 class _NullStore:
-    """Stands in for the store in the `pipeline` stage, which never flushes."""
+    """Stands in for the store in the `pipeline` stage, which never flushes: reads find an
+    empty store (no feedback rules, no history), writes are refused."""
 
     description = "none"
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return []
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError(f"the pipeline stage must not touch the store ({name})")
