@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from alerts.lifecycle import AlertChange
 from ingest.graph import source_node
@@ -155,9 +156,25 @@ class StageWorker:
         last = time.monotonic()
         dirty = False
         backoff = 1.0
+        poll_backoff = 1.0
+        kafka_failing = False
         try:
             while not self.stop_event.is_set():
-                records = self.source.poll(timeout_ms=500)
+                try:
+                    records = self.source.poll(timeout_ms=500)
+                except KafkaError as exc:
+                    # Brokers unreachable: keep the process and its state, poll again later.
+                    if not kafka_failing:
+                        log.error("cannot fetch from Kafka, retrying with backoff: %s", exc)
+                    kafka_failing = True
+                    self.stop_event.wait(poll_backoff)
+                    poll_backoff = min(poll_backoff * 2, 30.0)
+                    self.last_loop = time.monotonic()
+                    continue
+                if kafka_failing:
+                    log.info("fetching from Kafka again")
+                    kafka_failing = False
+                poll_backoff = 1.0
                 self.last_loop = time.monotonic()
                 if self._new:
                     self._take_new()
@@ -184,11 +201,16 @@ class StageWorker:
                         # Backpressure: consume nothing more, commit nothing, retry the flush.
                         self._pause(str(exc))
                         backoff = min(backoff * 2, 60.0)
+                    except KafkaError as exc:
+                        # State topic or commit unreachable: nothing is lost (the offsets were
+                        # not committed past the saved state); retry with backoff.
+                        log.error("checkpoint/commit failed, retrying with backoff: %s", exc)
+                        backoff = min(backoff * 2, 60.0)
                     last = time.monotonic()
         finally:
             try:
                 self._commit_all()
-            except StoreError as exc:
+            except (StoreError, KafkaError) as exc:
                 log.error("final checkpoint failed, offsets not committed: %s", exc)
             self.source.close()
             self.close()

@@ -5,7 +5,8 @@ returned, i.e. after every writer flushed and the processing state was saved. If
 unavailable the worker pauses its partitions (backpressure: nothing more is consumed, nothing is
 committed), retries the flush with backoff and resumes when it succeeds. If the brokers cannot be
 reached the checkpoint is still written and only the commit fails: the worker keeps running,
-retries the commit with the same backoff, and a restart resumes from the checkpoint meanwhile.
+retries the commit with the same backoff, and a restart resumes from the checkpoint meanwhile. A
+fetch that fails (brokers unreachable) is retried with backoff too, without advancing event time.
 SIGTERM/SIGINT stop the loop cleanly: a last checkpoint and commit, then exit 0.
 """
 
@@ -42,9 +43,12 @@ class WorkerStatus:
     commits: int = 0
     store_failures: int = 0
     commit_failures: int = 0
+    poll_failures: int = 0
     paused: bool = False
     #: The last commit failed (brokers unreachable, group rebalancing): retried with backoff.
     commit_failing: bool = False
+    #: The last fetch failed (brokers unreachable): retried with backoff.
+    poll_failing: bool = False
     last_error: str | None = None
 
 
@@ -120,9 +124,22 @@ class KafkaWorker:
         last_checkpoint = time.monotonic()
         last_record = time.monotonic()
         backoff = 1.0
+        poll_backoff = 1.0
         try:
             while not self.stop_event.is_set():
-                records = self.source.poll(timeout_ms=IDLE_POLL_MS)
+                try:
+                    records = self.source.poll(timeout_ms=IDLE_POLL_MS)
+                except KafkaError as exc:
+                    # Brokers unreachable (connection refused, coordinator lost): keep the
+                    # process and its state, wait, and poll again. The outage is not idle
+                    # time: event time must not advance with the wall clock meanwhile.
+                    self._poll_failed(exc)
+                    self.stop_event.wait(poll_backoff)
+                    poll_backoff = min(poll_backoff * 2, 30.0)
+                    self.last_loop = last_record = time.monotonic()
+                    continue
+                poll_backoff = 1.0
+                self._poll_recovered()
                 now = self.last_loop = time.monotonic()
                 if records:
                     self.pipeline.process(records)
@@ -200,6 +217,19 @@ class KafkaWorker:
         if not self.status.commit_failing:
             log.error("offset commit failed, retrying with backoff: %s", exc)
         self.status.commit_failing = True
+
+    def _poll_failed(self, exc: KafkaError) -> None:
+        self.status.poll_failures += 1
+        self.status.last_error = f"fetch failed: {exc}"
+        if not self.status.poll_failing:
+            log.error("cannot fetch from Kafka, retrying with backoff: %s", exc)
+        self.status.poll_failing = True
+
+    def _poll_recovered(self) -> None:
+        if self.status.poll_failing:
+            self.status.poll_failing = False
+            self.status.last_error = None
+            log.info("fetching from Kafka again")
 
     def _commit_recovered(self) -> None:
         if self.status.commit_failing:

@@ -147,3 +147,44 @@ def test_dead_letters_are_copied_to_the_dead_letter_topic(kafka_broker, tmp_path
         assert headers["meshwatch.source"] == TOPIC.encode()
         assert headers["meshwatch.reason"]
         assert int(headers["meshwatch.offset"]) >= 0
+
+
+class _FlakySource(KafkaSource):
+    """The real source; its first ``failures`` polls raise what kafka-python raises when the
+    brokers refuse connections (seen in CI from the coordinator's metadata refresh)."""
+
+    failures = 3
+
+    def poll(self, timeout_ms: int = 500):
+        if self.failures > 0:
+            self.failures -= 1
+            from kafka.errors import KafkaConnectionError
+
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return super().poll(timeout_ms)
+
+
+def test_fetch_failures_are_retried_not_fatal(kafka_broker, tmp_path, caplog):
+    kafka_broker.create_topics({TOPIC: 2})
+    settings = _settings(kafka_broker, tmp_path)
+    _produce(kafka_broker, [inbound_line(i, i * 0.5) for i in range(50)])
+    store = Store.open(settings.store)
+    try:
+        pipeline = Pipeline(settings, store, checkpoint_scope="kafka:mw-test")
+        worker = KafkaWorker(pipeline, _FlakySource(settings.kafka), commit_interval=1.0)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        with caplog.at_level("INFO", logger="meshwatch.worker"):
+            thread.start()
+            deadline = time.monotonic() + 60
+            while pipeline.stats.records < 50 and time.monotonic() < deadline:
+                assert thread.is_alive(), "a failed fetch ended the worker"
+                time.sleep(0.2)
+            worker.stop_event.set()
+            thread.join(timeout=30)
+        assert pipeline.stats.records == 50
+        assert worker.status.poll_failures == 3 and not worker.status.poll_failing
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("cannot fetch from Kafka" in m for m in messages) == 1  # once per episode
+        assert any("fetching from Kafka again" in m for m in messages)
+    finally:
+        store.close()
