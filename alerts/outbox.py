@@ -101,7 +101,7 @@ class RetryPolicy:
     max_retry_after: float = 3600.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        wait = tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum,
+        wait = tenacity.wait_exponential_jitter(multiplier=self.initial, max=self.maximum,
                                                 jitter=self.initial)
         state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = max(1, attempt)
