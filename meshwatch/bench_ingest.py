@@ -141,8 +141,10 @@ def _time_stage(bootstrap: str, topic: str, format_name: str, messages: int, uni
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from ingest.sources.record_batches import install
     from meshwatch.records import Origin, RawRecord
 
+    install()  # as the Kafka source does
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              max_poll_records=5000, fetch_max_bytes=64 << 20,
                              max_partition_fetch_bytes=16 << 20)
