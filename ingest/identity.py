@@ -358,20 +358,36 @@ class LearnedIdentity(msgspec.Struct, frozen=True):
 _AMBIGUOUS = "\x00ambiguous"
 
 
+def _pick(old: str | None, new: str | None, keep_conflicts: bool) -> str | None:
+    if new is None:
+        return old
+    if old is None or old == new or not keep_conflicts:
+        return new
+    return _AMBIGUOUS
+
+
 def _merge(old: LearnedIdentity | None, new: LearnedIdentity, keep_conflicts: bool
            ) -> LearnedIdentity:
     if old is None:
         return new
+    return LearnedIdentity(_pick(old.workload, new.workload, keep_conflicts),
+                           _pick(old.namespace, new.namespace, keep_conflicts),
+                           _pick(old.principal, new.principal, keep_conflicts))
 
-    def pick(a: str | None, b: str | None) -> str | None:
-        if b is None:
-            return a
-        if a is None or a == b or not keep_conflicts:
-            return b
-        return _AMBIGUOUS
 
-    return LearnedIdentity(pick(old.workload, new.workload), pick(old.namespace, new.namespace),
-                           pick(old.principal, new.principal))
+def _teaches_nothing(old: LearnedIdentity | None, workload: str | None, namespace: str | None,
+                     principal: str | None, keep_conflicts: bool) -> bool:
+    """Whether `_merge` of these values into ``old`` would return ``old`` unchanged (the common
+    case: an address keeps teaching the same identity), so the merge can be skipped."""
+    if old is None:
+        return False
+    return (_keeps(old.workload, workload, keep_conflicts)
+            and _keeps(old.namespace, namespace, keep_conflicts)
+            and _keeps(old.principal, principal, keep_conflicts))
+
+
+def _keeps(old: str | None, new: str | None, keep_conflicts: bool) -> bool:
+    return new is None or new == old or (keep_conflicts and old == _AMBIGUOUS)
 
 
 def _known(value: str | None) -> str | None:
@@ -432,14 +448,24 @@ class IdentityResolver:
         address = event.source_address
         if address and (event.source_workload or event.source_principal):
             principal = event.source_principal if event.mtls is not False else None
-            learned = LearnedIdentity(event.source_workload, event.source_namespace
-                                      or principal_namespace(principal), principal)
-            self._addresses.put(address, _merge(self._addresses.get(address), learned, False), now)
+            workload = event.source_workload
+            namespace = event.source_namespace or principal_namespace(principal)
+            old = self._addresses.get(address)
+            if _teaches_nothing(old, workload, namespace, principal, False):
+                self._addresses.touch(address, now)
+            else:
+                self._addresses.put(address, _merge(
+                    old, LearnedIdentity(workload, namespace, principal), False), now)
         service = event.destination_service
         if service and (event.destination_workload or event.destination_principal):
-            learned = LearnedIdentity(event.destination_workload, event.destination_namespace,
-                                      event.destination_principal)
-            self._services.put(service, _merge(self._services.get(service), learned, True), now)
+            workload, namespace = event.destination_workload, event.destination_namespace
+            principal = event.destination_principal
+            old = self._services.get(service)
+            if _teaches_nothing(old, workload, namespace, principal, True):
+                self._services.touch(service, now)
+            else:
+                self._services.put(service, _merge(
+                    old, LearnedIdentity(workload, namespace, principal), True), now)
 
     def resolve(self, event: EdgeEvent) -> EdgeEvent:
         """Learn from ``event``, then return it with missing identity filled (or unchanged)."""
@@ -460,12 +486,14 @@ class IdentityResolver:
         if service and not (event.destination_workload and event.destination_principal):
             known = self._services.get(service)
             if known is not None:
-                for name, value in (("destination_workload", known.workload),
-                                    ("destination_namespace", known.namespace),
-                                    ("destination_principal", known.principal)):
-                    value = _known(value)
-                    if value and getattr(event, name) is None:
-                        changes[name] = value
+                workload, namespace = _known(known.workload), _known(known.namespace)
+                principal = _known(known.principal)
+                if workload and event.destination_workload is None:
+                    changes["destination_workload"] = workload
+                if namespace and event.destination_namespace is None:
+                    changes["destination_namespace"] = namespace
+                if principal and event.destination_principal is None:
+                    changes["destination_principal"] = principal
         if not changes:
             return event
         self.filled += 1
