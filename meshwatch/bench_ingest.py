@@ -141,7 +141,7 @@ def _time_stage(bootstrap: str, topic: str, format_name: str, messages: int, uni
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from ingest.sources.record_batches import install
+    from ingest.sources.kafka_fastpath import install
     from meshwatch.records import Origin, RawRecord
 
     install()  # as the Kafka source does

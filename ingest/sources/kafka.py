@@ -17,7 +17,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ingest.sources import record_batches
+from ingest.sources import kafka_fastpath
 from meshwatch.records import Origin, ParseFailure, RawRecord
 from meshwatch.settings import KafkaSettings
 
@@ -82,7 +82,7 @@ class KafkaSource:
     _formats: dict[str, str] | None = None
 
     def start(self) -> None:
-        record_batches.install()
+        kafka_fastpath.install()
         try:
             self.consumer = KafkaConsumer(**consumer_config(self.settings))
         except KafkaError as exc:

@@ -1,14 +1,18 @@
-"""The fast v2 record-batch unpacker returns exactly what kafka-python's own unpacker returns,
-from a real broker: keys, values, headers, timestamps, sizes, offsets and fetch positions."""
+"""kafka-python fast paths: the v2 record-batch unpacker returns exactly what kafka-python's own
+unpacker returns from a real broker (keys, values, headers, timestamps, sizes, offsets, fetch
+positions), and the large socket reads return every byte and report a closed connection."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CorruptRecordError
+from kafka.errors import CorruptRecordError, KafkaConnectionError
+from kafka.net.transport import KafkaTCPTransport
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 
-from ingest.sources import record_batches
+from ingest.sources import kafka_fastpath
 
 TOPIC = "batches"
 
@@ -16,7 +20,7 @@ TOPIC = "batches"
 @pytest.fixture
 def restore_unpacker():
     yield
-    record_batches.install()
+    kafka_fastpath.install()
 
 
 def _records_of_every_shape() -> list[tuple[bytes | None, bytes | None, list]]:
@@ -71,19 +75,20 @@ def test_fast_unpacker_matches_kafka_python(kafka_broker, compression, restore_u
     kafka_broker.create_topics({TOPIC: 2})
     n = _produce(kafka_broker, compression)
 
-    record_batches.uninstall()
-    assert not record_batches.installed()
+    kafka_fastpath.uninstall()
+    assert not kafka_fastpath.installed()
     reference, reference_positions = _consume(kafka_broker, n)
-    assert record_batches.install() and record_batches.installed()
+    assert kafka_fastpath.install() and kafka_fastpath.installed()
+    assert KafkaTCPTransport._sock_recv is kafka_fastpath._sock_recv
     fast, fast_positions = _consume(kafka_broker, n)
 
     assert len(reference) == n
     assert fast == reference  # every ConsumerRecord field, in order
     assert fast_positions == reference_positions
     # Fetching from the middle of a batch skips the records before the fetch offset.
-    record_batches.uninstall()
+    kafka_fastpath.uninstall()
     mid_reference, _ = _consume(kafka_broker, n - 2 * 100, start_offset=100)
-    record_batches.install()
+    kafka_fastpath.install()
     mid_fast, _ = _consume(kafka_broker, n - 2 * 100, start_offset=100)
     assert mid_fast == mid_reference and mid_fast[0].offset == 100
 
@@ -116,7 +121,7 @@ class _Partition:
 
 def _unpack(buffer: bytes | bytearray, check_crcs: bool = True) -> list:
     tp = TopicPartition(TOPIC, 0)
-    return list(record_batches._unpack_records(_Partition(check_crcs), tp,
+    return list(kafka_fastpath._unpack_records(_Partition(check_crcs), tp,
                                                MemoryRecords(bytes(buffer)), None, None))
 
 
@@ -136,8 +141,42 @@ def test_corrupt_batches_raise_corrupt_record_error():
 
 
 def test_unsupported_kafka_python_keeps_the_original(monkeypatch, restore_unpacker):
-    record_batches.uninstall()
-    monkeypatch.setattr(record_batches.kafka, "__version__", "4.0.0")
-    assert not record_batches.supported()
-    assert record_batches.install() is False
-    assert not record_batches.installed()
+    kafka_fastpath.uninstall()
+    monkeypatch.setattr(kafka_fastpath.kafka, "__version__", "4.0.0")
+    assert not kafka_fastpath.supported()
+    assert kafka_fastpath.install() is False
+    assert not kafka_fastpath.installed()
+
+
+class _Transport:
+    """What `_sock_recv` reads from a transport: its non-blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+
+def test_socket_reads_return_everything_then_report_a_closed_peer():
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    transport = _Transport(ours)
+    try:
+        assert kafka_fastpath._sock_recv(transport) == (b"", None)  # nothing yet: no error
+        payload = bytes(range(256)) * 40_000  # 10 MB: more than one read
+        theirs.setblocking(False)
+        sent = 0
+        received = []
+        while sent < len(payload):
+            try:
+                sent += theirs.send(payload[sent:sent + (1 << 20)])
+            except BlockingIOError:  # the socket buffer is full: let the reader drain it
+                pass
+            data, err = kafka_fastpath._sock_recv(transport)
+            assert err is None
+            received.append(data)
+        theirs.close()
+        data, err = kafka_fastpath._sock_recv(transport)
+        received.append(data)
+        assert b"".join(received) == payload
+        assert isinstance(err, KafkaConnectionError) and "disconnected" in str(err)
+    finally:
+        ours.close()
