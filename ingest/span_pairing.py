@@ -91,9 +91,11 @@ class SpanRecord(msgspec.Struct, frozen=True):
 
 
 def _text(value: Any) -> str | None:
+    if value.__class__ is str:  # nearly always: skip the general checks
+        return value if value and value != "-" else None
     if value is None:
         return None
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         value = value[0] if value else None
         if value is None:
             return None
@@ -102,6 +104,8 @@ def _text(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
+    if value.__class__ is int:  # nearly always (bool is not int's class)
+        return value
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -164,20 +168,23 @@ def span_record(*, trace_id: str, span_id: str, parent_span_id: str | None, kind
 
     Work is proportional to the attributes the span has, not to the names known.
     """
-    found: dict[str, tuple[int, Any]] = {}
+    values: dict[str, Any] = {}
+    priorities: dict[str, int] = {}
     peers: list[tuple[int, Any]] = []
+    slots = _ATTRIBUTE_SLOTS
     for name, value in attrs.items():
-        slot = _ATTRIBUTE_SLOTS.get(name)
+        slot = slots.get(name)
         if slot is None or value is None or value == "" or value == []:
             continue
         field, priority = slot
         if field == "peer_address":
             peers.append((priority, value))
             continue
-        held = found.get(field)
-        if held is None or priority < held[0]:
-            found[field] = (priority, value)
-    get = {field: value for field, (_, value) in found.items()}.get
+        held = priorities.get(field)
+        if held is None or priority < held:
+            priorities[field] = priority
+            values[field] = value
+    get = values.get
     if get("error") is True or get("error") == "true":
         error = True
     if resource.workload is None and get("istio_service"):
@@ -228,7 +235,9 @@ def span_record(*, trace_id: str, span_id: str, parent_span_id: str | None, kind
 
 def _peer_address(candidates: list[tuple[int, Any]]) -> str | None:
     # In priority order, skipping the loopback hop from a sidecar (127.0.0.6 and friends).
-    for _, value in sorted(candidates, key=lambda item: item[0]):
+    if len(candidates) > 1:
+        candidates = sorted(candidates, key=lambda item: item[0])
+    for _, value in candidates:
         text = _text(value)
         if not text:
             continue
