@@ -140,7 +140,8 @@ class KafkaSettings(_Section):
             "envoy.access": TopicSettings(format="envoy-json"),
             "otlp_spans": TopicSettings(format="otlp-proto"),
         },
-        description="Topic -> format (`name: envoy-json`) or {format, format_string}.",
+        description="Topic -> format (`name: envoy-json`) or {format, format_string}. A topic "
+        "the cluster does not have is named in a warning; the others are consumed.",
     )
     max_poll_records: int = Field(5000, ge=1, description="Records per poll (batch size).")
     auto_offset_reset: Literal["earliest", "latest"] = Field(

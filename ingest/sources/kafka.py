@@ -80,6 +80,7 @@ class KafkaSource:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     consumer: KafkaConsumer | None = None
     _formats: dict[str, str] | None = None
+    _topics_checked: bool = False
 
     def start(self) -> None:
         kafka_fastpath.install()
@@ -105,6 +106,9 @@ class KafkaSource:
         assert self.consumer is not None, "start() first"
         batches = self.consumer.poll(timeout_ms=timeout_ms,
                                      max_records=self.settings.max_poll_records)
+        if not self._topics_checked and self.consumer.assignment():
+            self._topics_checked = True  # once the group is joined: the brokers answer
+            self.warn_missing_topics()
         formats = self.formats()
         out: list[RawRecord] = []
         for tp, records in batches.items():
@@ -120,6 +124,23 @@ class KafkaSource:
             if records:
                 self.positions[tp] = records[-1].offset + 1
         return out
+
+    def warn_missing_topics(self) -> list[str]:
+        """Log each configured topic the cluster does not have (a typo in ``kafka.topics``
+        would otherwise consume nothing, silently); the others are consumed meanwhile, and a
+        topic created later is picked up at the next metadata refresh."""
+        assert self.consumer is not None
+        try:
+            missing = [topic for topic in sorted(self.settings.topics)
+                       if not self.consumer.partitions_for_topic(topic)]
+        except KafkaError as exc:
+            log.debug("could not check the configured topics exist: %s", exc)
+            return []
+        for topic in missing:
+            log.warning("Kafka topic %r (kafka.topics) does not exist: consuming the other "
+                        "topics; it is picked up once created (within metadata_max_age, 5 min)",
+                        topic)
+        return missing
 
     def seek(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None

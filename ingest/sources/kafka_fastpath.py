@@ -57,8 +57,19 @@ def installed() -> bool:
             and KafkaTCPTransport._sock_recv is _sock_recv)
 
 
+def c_crc32c_in_use() -> bool:
+    """Whether kafka-python checks record CRCs with the C ``crc32c`` package (a dependency):
+    its pure-Python fallback is about 10x slower and would dominate consuming."""
+    from kafka.record import util
+
+    return getattr(util, "crc32c_c", None) is not None
+
+
 def install() -> bool:
     """Use both fast paths in every KafkaConsumer of this process; False if unsupported."""
+    if not c_crc32c_in_use():
+        log.warning("the crc32c package is missing: kafka-python checks CRCs in pure Python, "
+                    "about 10x slower (pip install crc32c)")
     if installed():
         return True
     if not supported():

@@ -179,3 +179,7 @@ def test_socket_reads_return_everything_then_report_a_closed_peer():
         assert isinstance(err, KafkaConnectionError) and "disconnected" in str(err)
     finally:
         ours.close()
+
+
+def test_record_crcs_are_checked_in_c():
+    assert kafka_fastpath.c_crc32c_in_use()
