@@ -198,15 +198,17 @@ def _stage_handler(stage: str, format_name: str) -> Any:
         graph = EdgeGraph()
 
         def ingest(records: list[Any]) -> int:
-            n = 0
-            for record in records:
-                for line in split_lines(format_name, record.payload):
-                    for item in parser.parse(line, record.origin):
-                        if not isinstance(item, ParseFailure):
-                            graph.add(resolver.resolve(item))
-                            n += 1
+            # A stage at a time over the batch, as `Pipeline.process` does.
+            parsed = [item for record in records
+                      for line in split_lines(format_name, record.payload)
+                      for item in parser.parse(line, record.origin)]
+            resolve = resolver.resolve
+            events = [resolve(item) for item in parsed if not isinstance(item, ParseFailure)]
+            add = graph.add
+            for event in events:
+                add(event)
             graph.advance()
-            return n
+            return len(events)
 
         return ingest
     from meshwatch.pipeline import Pipeline
